@@ -1,0 +1,46 @@
+# One Makefile for people and CI. The README's two commands are `make demo` and `make test`;
+# both create/refresh .venv and install everything they need (Python deps, Java and Maven for
+# the local Kafka broker) on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit integration lint typecheck bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+# The local broker runs on a JVM and its jars come from Maven Central via Maven.
+system-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java 17 and Maven (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/pytest -q tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) system-deps
+	$(BIN)/pytest -q tests/integration
+
+demo: $(STAMP) system-deps
+	$(BIN)/sentinel demo
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .sentinel .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Operations: local Kafka broker provisioning, Prometheus config and alert rules, Grafana."""

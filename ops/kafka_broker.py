@@ -1,0 +1,356 @@
+"""A real single-node Apache Kafka (KRaft) broker without a Docker engine.
+
+The broker's classpath is gathered once from Maven Central with ``mvn dependency:copy-dependencies``
+into a cache directory (default ``~/.cache/sentinel-stream/kafka-<version>``); later starts run
+offline from that cache. Each broker lives in a *state directory* that holds its data dir,
+``server.properties``, logs and a ``broker.json`` describing the running process, so
+``status``/``stop`` from another process find it.
+
+Nothing here knows about pytest or the CLI: both call :class:`LocalBroker`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.errors import BrokerError
+
+KAFKA_VERSION = "4.1.1"
+POM_PATH = Path(__file__).parent / "kafka" / "pom.xml"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "sentinel-stream" / f"kafka-{KAFKA_VERSION}"
+DEFAULT_STATE_DIR = Path(".sentinel") / "broker"
+
+JVM_FLAGS = [
+    "-Xmx768m",
+    "-Xms768m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+]
+
+LOG4J2_CONFIG = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def _require_tool(name: str, install_hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BrokerError(f"'{name}' was not found on PATH; {install_hint}")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def ensure_classpath(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, bool]:
+    """Return the directory of broker jars, downloading them with Maven on first use.
+
+    Returns ``(jar_dir, downloaded)``. Safe against concurrent callers (a file lock serialises the
+    download; the jars land in a temporary directory renamed into place when complete).
+    Raises :class:`BrokerError` when Maven is missing or the download fails.
+    """
+    jar_dir = cache_dir / "libs"
+    if (jar_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        return jar_dir, False
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (jar_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+            return jar_dir, False
+        mvn = _require_tool(
+            "mvn",
+            "the first broker start downloads Kafka's jars from Maven Central with Maven: "
+            "install it (Debian: apt-get install -y maven)",
+        )
+        staging = Path(tempfile.mkdtemp(prefix="libs-", dir=cache_dir))
+        cmd = [
+            mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+            raise BrokerError("Maven could not fetch the Kafka jars: " + " | ".join(tail))
+        shutil.rmtree(jar_dir, ignore_errors=True)
+        staging.rename(jar_dir)
+        return jar_dir, True
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """What a running broker publishes in its state directory's ``broker.json``."""
+
+    pid: int
+    bootstrap: str
+    controller: str
+    data_dir: str
+    log_file: str
+    config_file: str
+    started_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+
+class LocalBroker:
+    """One single-node KRaft broker (combined broker + controller) on free loopback ports.
+
+    ``start`` may block for the jar download (first use, ~20 s) and the broker's start (~5-10 s);
+    it raises :class:`BrokerError` if the broker does not answer a metadata request in time.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        start_timeout_s: float = 90.0,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.cache_dir = cache_dir
+        self.start_timeout_s = start_timeout_s
+
+    @property
+    def _info_file(self) -> Path:
+        return self.state_dir / "broker.json"
+
+    def status(self) -> BrokerInfo | None:
+        """The running broker of this state directory, or None (stale state files are removed)."""
+        if not self._info_file.exists():
+            return None
+        info = BrokerInfo(**json.loads(self._info_file.read_text()))
+        if not _is_our_java(info.pid, info.config_file):
+            self._info_file.unlink(missing_ok=True)
+            return None
+        return info
+
+    def start(self, fresh: bool = False) -> BrokerInfo:
+        """Start the broker (or return the one already running in this state directory)."""
+        running = self.status()
+        if running is not None:
+            return running
+        java = _require_tool(
+            "java",
+            "the local Kafka broker needs a Java 17+ runtime: "
+            "install it (Debian: apt-get install -y openjdk-17-jre-headless)",
+        )
+        jar_dir, _ = ensure_classpath(self.cache_dir)
+        data_dir = self.state_dir / "data"
+        if fresh:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        port, controller_port = _free_port(), _free_port()
+        config_file = self._write_config(data_dir, port, controller_port)
+        if not (data_dir / "meta.properties").exists():
+            self._format(java, jar_dir, config_file)
+        log_file = self.state_dir / "server.log"
+        stdout_file = self.state_dir / "stdout.log"
+        cmd = [
+            java, *JVM_FLAGS,
+            f"-Dlog4j2.configurationFile=file:{self.state_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.state_dir}",
+            "-cp", f"{jar_dir}/*", "kafka.Kafka", str(config_file),
+        ]  # fmt: skip
+        with open(stdout_file, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        info = BrokerInfo(
+            pid=proc.pid,
+            bootstrap=f"127.0.0.1:{port}",
+            controller=f"127.0.0.1:{controller_port}",
+            data_dir=str(data_dir),
+            log_file=str(log_file),
+            config_file=str(config_file),
+            started_at=time.time(),
+        )
+        self._info_file.write_text(info.to_json())
+        try:
+            wait_until_ready(info.bootstrap, self.start_timeout_s, proc)
+        except BrokerError:
+            self.stop()
+            raise
+        return info
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker: SIGTERM, then SIGKILL after ``timeout_s``. False if none was running."""
+        info = self.status()
+        if info is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(info.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGKILL)
+            while _pid_alive(info.pid):
+                time.sleep(0.05)
+        self._info_file.unlink(missing_ok=True)
+        return True
+
+    def _write_config(self, data_dir: Path, port: int, controller_port: int) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+            ),
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data_dir),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created on purpose (sentinel topics create); a typo must not invent one.
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+        }
+        config_file = self.state_dir / "server.properties"
+        config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.state_dir / "log4j2.properties").write_text(LOG4J2_CONFIG)
+        return config_file
+
+    def _format(self, java: str, jar_dir: Path, config_file: Path) -> None:
+        cmd = [
+            java, "-cp", f"{jar_dir}/*", "kafka.tools.StorageTool", "format",
+            "--standalone", "-t", _cluster_id(), "-c", str(config_file),
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BrokerError(f"formatting the KRaft data dir failed: {result.stderr.strip()}")
+
+
+def wait_until_ready(
+    bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until a client metadata request to ``bootstrap`` succeeds; raise BrokerError if not."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BrokerError(f"the broker exited with code {proc.returncode} while starting")
+        try:
+            metadata = admin.list_topics(timeout=2)
+            if metadata.brokers:
+                return
+        except Exception:  # noqa: BLE001 - KafkaException while the broker boots; retry
+            time.sleep(0.3)
+    raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child (we started it in this process) counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+def _is_our_java(pid: int, config_file: str) -> bool:
+    """True if ``pid`` is alive and is the broker started with ``config_file`` (not a reused pid)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return config_file.encode() in cmdline
+
+
+def docker_engine_answers() -> bool:
+    """True when a Docker engine responds (then testcontainers can run Kafka)."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:  # noqa: BLE001 - no engine, no socket, no package: all mean "no"
+        return False
+
+
+@contextlib.contextmanager
+def provide_bootstrap(state_dir: Path | None = None) -> Iterator[str]:
+    """Yield a Kafka bootstrap address, in the project's order of choice.
+
+    1. ``KAFKA_BOOTSTRAP_SERVERS`` if set (nothing is started);
+    2. a testcontainers Kafka container when a Docker engine answers;
+    3. a :class:`LocalBroker` in ``state_dir`` (a temporary directory if None), always stopped and,
+       when temporary, removed on exit, even on error.
+    """
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    tmp = None
+    if state_dir is None:
+        tmp = tempfile.mkdtemp(prefix="sentinel-broker-")
+        state_dir = Path(tmp)
+    broker = LocalBroker(state_dir)
+    try:
+        info = broker.start()
+        yield info.bootstrap
+    finally:
+        broker.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Sentinel Stream: the online fraud scorer (consume, decode, cache, route, score, produce, commit)."""

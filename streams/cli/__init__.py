@@ -1,0 +1,46 @@
+"""The ``sentinel`` command line: one entry point, one module per command group.
+
+Environment variables and flags are read here and only here; library code receives config
+objects. Every deliberate error becomes one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from streams.cli import broker
+from streams.cli._args import SentinelArgumentParser
+from streams.errors import SentinelError
+
+COMMAND_GROUPS = [broker]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = SentinelArgumentParser(
+        prog="sentinel",
+        description="Sentinel Stream: Kafka-native fraud scoring with ONNX models.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except SentinelError as exc:
+        print(f"sentinel: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sentinel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

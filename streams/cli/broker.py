@@ -1,0 +1,94 @@
+"""``sentinel broker start|stop|status``: the local single-node Apache Kafka dev broker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ops.kafka_broker import DEFAULT_CACHE_DIR, LocalBroker, ensure_classpath
+from streams.cli._args import add_broker_dir_flag, env_flag
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "broker",
+        help="start, stop or inspect the local Apache Kafka dev broker",
+        description=(
+            "Run a real single-node Apache Kafka (KRaft) broker from Maven Central jars, on free "
+            "loopback ports. If KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: that cluster "
+            "is used."
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = actions.add_parser("start", help="start the broker (downloads jars on first use)")
+    start.add_argument("--fresh", action="store_true", help="wipe the broker's data first")
+    status = actions.add_parser("status", help="print the running broker's address and paths")
+    stop = actions.add_parser("stop", help="stop the broker (SIGTERM, then SIGKILL)")
+    for sub in (start, status, stop):
+        add_broker_dir_flag(sub)
+        env_flag(
+            sub,
+            "--cache-dir",
+            "SENTINEL_KAFKA_CACHE",
+            str(DEFAULT_CACHE_DIR),
+            "where the broker jars are cached",
+        )
+    start.set_defaults(run=_start)
+    status.set_defaults(run=_status)
+    stop.set_defaults(run=_stop)
+
+
+def _broker(args: argparse.Namespace) -> LocalBroker:
+    return LocalBroker(Path(args.broker_dir), Path(args.cache_dir))
+
+
+def _external() -> str | None:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+
+
+def _start(args: argparse.Namespace) -> int:
+    external = _external()
+    if external:
+        print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {external}, starting nothing")
+        return 0
+    broker = _broker(args)
+    running = broker.status()
+    if running is not None:
+        print(f"already running: {running.bootstrap} (pid {running.pid})")
+        return 0
+    began = time.monotonic()
+    _, downloaded = ensure_classpath(broker.cache_dir)
+    if downloaded:
+        print(f"fetched Kafka jars into {broker.cache_dir} in {time.monotonic() - began:.1f} s")
+    info = broker.start(fresh=args.fresh)
+    print(f"Kafka broker running at {info.bootstrap} (pid {info.pid}, "
+          f"ready in {time.monotonic() - began:.1f} s)")
+    print(f"  log: {info.log_file}")
+    print(f"  export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    external = _external()
+    if external:
+        print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {external} (no local broker is managed)")
+        return 0
+    info = _broker(args).status()
+    if info is None:
+        print(f"no local broker is running (state dir {Path(args.broker_dir).resolve()})")
+        return 1
+    print(f"running: {info.bootstrap} (pid {info.pid}, up {time.time() - info.started_at:.0f} s)")
+    print(f"  data: {info.data_dir}")
+    print(f"  log:  {info.log_file}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    if _broker(args).stop():
+        print("broker stopped")
+    else:
+        print("no local broker was running")
+    return 0
