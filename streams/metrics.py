@@ -1,0 +1,112 @@
+"""Every Prometheus metric of a scorer instance, declared in one place.
+
+Metrics are registered against a registry passed in (tests pass a fresh ``CollectorRegistry``).
+Names follow ``sentinel_<what>_<unit>``; label sets are bounded (variants A/B, a handful of model
+versions, decision outcomes, DLQ reasons, partitions, features).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+STAGES = ("poll", "decode", "cache", "route", "score", "encode", "produce", "commit", "drift")
+
+
+class ScorerMetrics:
+    """The scorer's metrics. Cheap to update per batch; nothing here is per message."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.consumed = Counter(
+            "sentinel_consumed_messages", "Messages read from the transactions topic",
+            registry=registry,
+        )  # fmt: skip
+        self.decisions = Counter(
+            "sentinel_decisions",
+            "Decisions produced (and acknowledged by the broker)",
+            ["variant", "model_version", "decision"],
+            registry=registry,
+        )
+        self.cache_lookups = Counter(
+            "sentinel_cache_lookups", "Decision-cache lookups", ["result"], registry=registry
+        )
+        self.dlq = Counter(
+            "sentinel_dlq_messages", "Messages routed to the dead-letter topic", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "sentinel_batch_size_messages", "Messages per micro-batch", buckets=BATCH_BUCKETS,
+            registry=registry,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "sentinel_inference_seconds",
+            "ONNX Runtime time per batch and variant",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end_latency = Histogram(
+            "sentinel_end_to_end_latency_seconds",
+            "Event time to decision acknowledged by the broker",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stage_seconds = Counter(
+            "sentinel_stage_seconds",
+            "Wall time spent per pipeline stage (divide by sentinel_consumed_messages_total)",
+            ["stage"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "sentinel_consumer_lag_messages",
+            "High watermark minus committed position, per assigned partition",
+            ["partition"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "sentinel_model_info",
+            "Models being served (value 1), by variant, version and model sha256",
+            ["variant", "version", "sha256"],
+            registry=registry,
+        )
+        self.ab_split_percent = Gauge(
+            "sentinel_ab_split_percent", "Percent of cards routed to variant B", registry=registry
+        )
+        self.control_commands = Counter(
+            "sentinel_control_commands",
+            "Control commands handled, by command and result (ok / refused)",
+            ["command", "result"],
+            registry=registry,
+        )
+        self.drift_feature_psi = Gauge(
+            "sentinel_drift_feature_psi",
+            "Population stability index of a feature's last window against the training baseline",
+            ["feature"],
+            registry=registry,
+        )
+        self.drift_feature_zscore = Gauge(
+            "sentinel_drift_feature_zscore",
+            "z-score of a feature's window mean against the training baseline mean",
+            ["feature"],
+            registry=registry,
+        )
+        self.drift_prediction_psi = Gauge(
+            "sentinel_drift_prediction_psi",
+            "PSI of the fraud-score histogram against the training score distribution",
+            registry=registry,
+        )
+        self.drift_prediction_mean = Gauge(
+            "sentinel_drift_prediction_mean", "Mean fraud score of the last drift window",
+            registry=registry,
+        )  # fmt: skip
+        self.drift_drifted_features = Gauge(
+            "sentinel_drift_drifted_features", "Features flagged as drifted in the last window",
+            registry=registry,
+        )  # fmt: skip
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)

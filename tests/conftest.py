@@ -1,0 +1,3 @@
+"""Shared fixtures live in tests/fixtures/; each module there owns one concern."""
+
+pytest_plugins = ["tests.fixtures.kafka"]
