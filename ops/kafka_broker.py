@@ -281,7 +281,7 @@ def wait_until_ready(
             metadata = admin.list_topics(timeout=2)
             if metadata.brokers:
                 return
-        except Exception:  # noqa: BLE001 - KafkaException while the broker boots; retry
+        except Exception:  # KafkaException while the broker boots: retry
             time.sleep(0.3)
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s")
 
@@ -301,7 +301,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _is_our_java(pid: int, config_file: str) -> bool:
-    """True if ``pid`` is alive and is the broker started with ``config_file`` (not a reused pid)."""
+    """True if ``pid`` is alive and runs the broker of ``config_file`` (not a reused pid)."""
     if not _pid_alive(pid):
         return False
     try:
@@ -314,12 +314,12 @@ def _is_our_java(pid: int, config_file: str) -> bool:
 def docker_engine_answers() -> bool:
     """True when a Docker engine responds (then testcontainers can run Kafka)."""
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=3)
         client.ping()
         return True
-    except Exception:  # noqa: BLE001 - no engine, no socket, no package: all mean "no"
+    except Exception:  # no engine, no socket, no package: all mean "no"
         return False
 
 

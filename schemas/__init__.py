@@ -1,1 +1,1 @@
-"""Record contracts of every Sentinel topic: Avro schemas (``*.avsc``), codecs, the feature layout."""
+"""Record contracts of every Sentinel topic: Avro schemas, codecs, the feature layout."""

@@ -59,7 +59,5 @@ def invalid_rows(matrix: npt.NDArray[np.floating]) -> list[tuple[int, str]]:
                 (int(row), f"{FEATURE_NAMES[col]}={matrix[row, col]:g} beyond +-{PCA_ABS_LIMIT:g}")
             )
         else:
-            problems.append(
-                (int(row), f"Amount={amount[row]:g} outside [0, {AMOUNT_MAX:g}]")
-            )
+            problems.append((int(row), f"Amount={amount[row]:g} outside [0, {AMOUNT_MAX:g}]"))
     return problems

@@ -1,1 +1,1 @@
-"""Sentinel Stream: the online fraud scorer (consume, decode, cache, route, score, produce, commit)."""
+"""Sentinel Stream: the online fraud scorer (decode, cache, route, score, produce, commit)."""

@@ -28,7 +28,7 @@ class ModelLoadError(SentinelError):
 
 
 class SchemaError(SentinelError):
-    """An Avro schema or codec is inconsistent (a programming or deployment error, not bad input)."""
+    """An Avro schema or codec is inconsistent (a deployment error, not bad input)."""
 
 
 class DataError(SentinelError):

@@ -101,6 +101,54 @@ def resolve_bootstrap(args: argparse.Namespace) -> str:
 
 
 def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every command that talks to Kafka takes."""
+    """The flags every command that talks to Kafka takes (use :func:`kafka_settings` to read)."""
     add_bootstrap_flag(parser)
     add_broker_dir_flag(parser)
+    parser.add_argument(
+        "--kafka-config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="raw librdkafka setting passed through (repeatable), e.g. security.protocol=SSL "
+        "[env SENTINEL_KAFKA_CONFIG, comma-separated]",
+    )
+
+
+TOPIC_ENV = {
+    "transactions": "SENTINEL_TOPIC_TRANSACTIONS",
+    "decisions": "SENTINEL_TOPIC_DECISIONS",
+    "drift": "SENTINEL_TOPIC_DRIFT",
+    "control": "SENTINEL_TOPIC_CONTROL",
+    "control_events": "SENTINEL_TOPIC_CONTROL_EVENTS",
+    "dlq": "SENTINEL_TOPIC_DLQ",
+}
+
+
+def add_topic_flags(parser: argparse.ArgumentParser) -> None:
+    """``--topic-<role>`` for every product topic (defaults from :class:`TopicNames`)."""
+    from streams.config import TopicNames
+
+    defaults = TopicNames()
+    for role, env in TOPIC_ENV.items():
+        env_flag(
+            parser,
+            f"--topic-{role.replace('_', '-')}",
+            env,
+            getattr(defaults, role),
+            f"name of the {role.replace('_', '-')} topic",
+        )
+
+
+def topic_names(args: argparse.Namespace) -> Any:
+    """The :class:`TopicNames` given by the topic flags."""
+    from streams.config import TopicNames
+
+    return TopicNames(**{role: getattr(args, f"topic_{role}") for role in TOPIC_ENV})
+
+
+def kafka_settings(args: argparse.Namespace) -> Any:
+    """The :class:`KafkaSettings` given by the Kafka flags (bootstrap + pass-through settings)."""
+    from streams.config import KafkaSettings, parse_kafka_settings
+
+    env_pairs = [p for p in os.environ.get("SENTINEL_KAFKA_CONFIG", "").split(",") if p.strip()]
+    extra = parse_kafka_settings(env_pairs + list(args.kafka_config or []))
+    return KafkaSettings(bootstrap_servers=resolve_bootstrap(args), extra=extra)

@@ -64,8 +64,10 @@ def _start(args: argparse.Namespace) -> int:
     if downloaded:
         print(f"fetched Kafka jars into {broker.cache_dir} in {time.monotonic() - began:.1f} s")
     info = broker.start(fresh=args.fresh)
-    print(f"Kafka broker running at {info.bootstrap} (pid {info.pid}, "
-          f"ready in {time.monotonic() - began:.1f} s)")
+    print(
+        f"Kafka broker running at {info.bootstrap} (pid {info.pid}, "
+        f"ready in {time.monotonic() - began:.1f} s)"
+    )
     print(f"  log: {info.log_file}")
     print(f"  export KAFKA_BOOTSTRAP_SERVERS={info.bootstrap}")
     return 0

@@ -1,0 +1,76 @@
+"""Configuration objects shared across the scorer: validated once, frozen, passed in.
+
+Environment variables are read only in ``streams.cli``; everything here receives values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from streams.errors import ConfigError
+
+# librdkafka settings a user may pass through untouched (security, tuning). The scorer owns the
+# delivery-critical ones (group.id, enable.auto.commit, isolation, acks) and refuses overrides.
+OWNED_KAFKA_SETTINGS = frozenset(
+    {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
+)
+SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key")
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The product's topics (defaults from the brief; every one configurable)."""
+
+    transactions: str = "transactions"
+    decisions: str = "decisions"
+    drift: str = "drift"
+    control: str = "control"
+    control_events: str = "control-events"
+    dlq: str = "transactions-dlq"
+
+    def __post_init__(self) -> None:
+        names = [getattr(self, f.name) for f in fields(self)]
+        if any(not n for n in names):
+            raise ConfigError("topic names must not be empty")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"topic names must be distinct, got {names}")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the cluster is, plus raw librdkafka settings passed through (ssl.*, sasl.*, ...).
+
+    ``repr`` hides secret values so settings can be logged.
+    """
+
+    bootstrap_servers: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clash = sorted(OWNED_KAFKA_SETTINGS & set(self.extra))
+        if clash:
+            raise ConfigError(f"these Kafka settings are managed by Sentinel, not passed: {clash}")
+
+    def client_config(self, **overrides: object) -> dict[str, object]:
+        """A confluent-kafka config dict: bootstrap + pass-through settings + ``overrides``."""
+        config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers, **self.extra}
+        config.update({k.replace("_", "."): v for k, v in overrides.items()})
+        return config
+
+    def __repr__(self) -> str:
+        shown = {
+            k: ("***" if any(m in k for m in SECRET_MARKERS) else v) for k, v in self.extra.items()
+        }
+        return f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r}, extra={shown})"
+
+
+def parse_kafka_settings(pairs: list[str]) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` librdkafka settings; ConfigError names a malformed one."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"Kafka setting {pair!r} is not KEY=VALUE")
+        settings[key.strip()] = value
+    return settings
