@@ -60,18 +60,46 @@ logger.request.level = WARN
 """
 
 
-def _require_tool(name: str, install_hint: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise BrokerError(f"'{name}' was not found on PATH; {install_hint}")
-    return path
+JAVA_HINT = (
+    "the local Kafka broker runs on a Java 17+ runtime: "
+    "install it (Debian: apt-get install -y openjdk-17-jre-headless)"
+)
+MAVEN_HINT = (
+    "the first broker start downloads Kafka's jars from Maven Central with Maven: "
+    "install it (Debian: apt-get install -y maven)"
+)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _jars_cached(cache_dir: Path) -> bool:
+    return (cache_dir / "libs" / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
+
+
+def require_tools(cache_dir: Path = DEFAULT_CACHE_DIR) -> str:
+    """Return the path of ``java``; raise :class:`BrokerError` naming every missing tool.
+
+    ``mvn`` is needed only while the jar cache in ``cache_dir`` is empty. All missing tools are
+    named in one message, with how to install each, so one fix is enough.
+    """
+    java = shutil.which("java")
+    missing = [] if java else [("java", JAVA_HINT)]
+    if not _jars_cached(cache_dir) and shutil.which("mvn") is None:
+        missing.append(("mvn", MAVEN_HINT))
+    if missing or java is None:
+        raise BrokerError(
+            "; ".join(f"'{tool}' was not found on PATH: {hint}" for tool, hint in missing)
+        )
+    return java
+
+
+def _free_ports(count: int) -> list[int]:
+    # All sockets stay bound until every port is picked, so the ports are distinct.
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _cluster_id() -> str:
@@ -86,18 +114,16 @@ def ensure_classpath(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, bool]:
     Raises :class:`BrokerError` when Maven is missing or the download fails.
     """
     jar_dir = cache_dir / "libs"
-    if (jar_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+    if _jars_cached(cache_dir):
         return jar_dir, False
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (jar_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        if _jars_cached(cache_dir):
             return jar_dir, False
-        mvn = _require_tool(
-            "mvn",
-            "the first broker start downloads Kafka's jars from Maven Central with Maven: "
-            "install it (Debian: apt-get install -y maven)",
-        )
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(f"'mvn' was not found on PATH: {MAVEN_HINT}")
         staging = Path(tempfile.mkdtemp(prefix="libs-", dir=cache_dir))
         cmd = [
             mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
@@ -154,7 +180,13 @@ class LocalBroker:
         """The running broker of this state directory, or None (stale state files are removed)."""
         if not self._info_file.exists():
             return None
-        info = BrokerInfo(**json.loads(self._info_file.read_text()))
+        try:
+            info = BrokerInfo(**json.loads(self._info_file.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise BrokerError(
+                f"the broker state file {self._info_file} is unreadable ({exc}); "
+                "stop any broker using it and delete the file"
+            ) from exc
         if not _is_our_java(info.pid, info.config_file):
             self._info_file.unlink(missing_ok=True)
             return None
@@ -165,17 +197,13 @@ class LocalBroker:
         running = self.status()
         if running is not None:
             return running
-        java = _require_tool(
-            "java",
-            "the local Kafka broker needs a Java 17+ runtime: "
-            "install it (Debian: apt-get install -y openjdk-17-jre-headless)",
-        )
+        java = require_tools(self.cache_dir)
         jar_dir, _ = ensure_classpath(self.cache_dir)
         data_dir = self.state_dir / "data"
         if fresh:
             shutil.rmtree(data_dir, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        port, controller_port = _free_port(), _free_port()
+        port, controller_port = _free_ports(2)
         config_file = self._write_config(data_dir, port, controller_port)
         if not (data_dir / "meta.properties").exists():
             self._format(java, jar_dir, config_file)
@@ -200,7 +228,10 @@ class LocalBroker:
             config_file=str(config_file),
             started_at=time.time(),
         )
-        self._info_file.write_text(info.to_json())
+        # Written atomically: a concurrent status/stop never reads half a file.
+        partial = self._info_file.with_suffix(".json.tmp")
+        partial.write_text(info.to_json())
+        partial.replace(self._info_file)
         try:
             wait_until_ready(info.bootstrap, self.start_timeout_s, proc)
         except BrokerError:
@@ -270,6 +301,7 @@ def wait_until_ready(
     bootstrap: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Block until a client metadata request to ``bootstrap`` succeeds; raise BrokerError if not."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -278,11 +310,12 @@ def wait_until_ready(
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"the broker exited with code {proc.returncode} while starting")
         try:
-            metadata = admin.list_topics(timeout=2)
-            if metadata.brokers:
-                return
-        except Exception:  # KafkaException while the broker boots: retry
-            time.sleep(0.3)
+            ready = bool(admin.list_topics(timeout=2).brokers)
+        except KafkaException:  # the broker is still booting: retry
+            ready = False
+        if ready:
+            return
+        time.sleep(0.3)
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s")
 
 
@@ -296,8 +329,17 @@ def _pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+    # A zombie that is not our child counts as gone too. But the JVM's main thread exits first
+    # and shows "Z" while its other threads still shut the broker down: the process is gone
+    # only when every thread is.
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True  # no /proc (not Linux): kill(pid, 0) succeeding is all we know
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):  # the thread exited while we looked
+            if (task / "stat").read_text().rsplit(") ", 1)[-1][:1] not in ("Z", "X"):
+                return True
+    return False
 
 
 def _is_our_java(pid: int, config_file: str) -> bool:

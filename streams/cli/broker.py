@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.kafka_broker import DEFAULT_CACHE_DIR, LocalBroker, ensure_classpath
+from ops.kafka_broker import DEFAULT_CACHE_DIR, LocalBroker, ensure_classpath, require_tools
 from streams.cli._args import add_broker_dir_flag, env_flag
 
 
@@ -59,6 +59,7 @@ def _start(args: argparse.Namespace) -> int:
     if running is not None:
         print(f"already running: {running.bootstrap} (pid {running.pid})")
         return 0
+    require_tools(broker.cache_dir)  # name every missing tool before downloading anything
     began = time.monotonic()
     _, downloaded = ensure_classpath(broker.cache_dir)
     if downloaded:
