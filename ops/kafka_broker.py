@@ -103,6 +103,10 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _cluster_id() -> str:
+    """16 random bytes, base64url without padding (as StorageTool random-uuid prints).
+
+    One in 32 such ids starts with "-", so it is always passed as ``--cluster-id=<id>``.
+    """
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
@@ -290,7 +294,7 @@ class LocalBroker:
     def _format(self, java: str, jar_dir: Path, config_file: Path) -> None:
         cmd = [
             java, "-cp", f"{jar_dir}/*", "kafka.tools.StorageTool", "format",
-            "--standalone", "-t", _cluster_id(), "-c", str(config_file),
+            "--standalone", f"--cluster-id={_cluster_id()}", "-c", str(config_file),
         ]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -15,6 +15,8 @@ from streams.errors import ConfigError
 OWNED_KAFKA_SETTINGS = frozenset(
     {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
 )
+ConfigValue = str | int | float | bool
+
 SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key")
 
 
@@ -52,10 +54,17 @@ class KafkaSettings:
         if clash:
             raise ConfigError(f"these Kafka settings are managed by Sentinel, not passed: {clash}")
 
-    def client_config(self, **overrides: object) -> dict[str, object]:
-        """A confluent-kafka config dict: bootstrap + pass-through settings + ``overrides``."""
-        config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers, **self.extra}
-        config.update({k.replace("_", "."): v for k, v in overrides.items()})
+    def client_config(
+        self, overrides: Mapping[str, ConfigValue] | None = None, /, **keywords: ConfigValue
+    ) -> dict[str, ConfigValue]:
+        """A confluent-kafka config dict: bootstrap + pass-through settings + overrides.
+
+        Overrides come as a mapping with librdkafka's dotted names, or as keywords with ``_``
+        for ``.`` (``enable_idempotence=True``).
+        """
+        config: dict[str, ConfigValue] = {"bootstrap.servers": self.bootstrap_servers, **self.extra}
+        config.update(overrides or {})
+        config.update({k.replace("_", "."): v for k, v in keywords.items()})
         return config
 
     def __repr__(self) -> str:

@@ -50,3 +50,7 @@ class PoisonMessage(SentinelError):
 
 class DlqLimitExceeded(SentinelError):
     """Too large a share of recent messages was poison: stop loudly instead of draining a topic."""
+
+
+class DeliveryError(SentinelError):
+    """The broker did not acknowledge a produced record; the batch's offsets stay uncommitted."""

@@ -7,14 +7,16 @@ objects. Every deliberate error becomes one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from streams.cli import broker
+from streams.cli import broker, control, data, demo, drift, produce, score, tail, topics, train
 from streams.cli._args import SentinelArgumentParser
 from streams.errors import SentinelError
 
-COMMAND_GROUPS = [broker]
+COMMAND_GROUPS = [broker, topics, data, train, score, produce, tail, control, drift, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("SENTINEL_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

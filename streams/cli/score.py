@@ -1,0 +1,220 @@
+"""``sentinel score``: run scorer processes (consumer-group members) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from streams.cli._args import (
+    add_kafka_flags,
+    add_topic_flags,
+    env_flag,
+    kafka_settings,
+    positive_float,
+    positive_int,
+    topic_names,
+)
+
+log = logging.getLogger("sentinel.score")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "score",
+        help="consume transactions, score them with the served model(s), produce decisions",
+        description=(
+            "Join the scorer consumer group and turn transactions into decisions, at least once. "
+            "Replays the control log first so every instance serves the same models. "
+            "SIGTERM/SIGINT: finish the batch, wait for acks, commit, exit 0."
+        ),
+    )
+    add_kafka_flags(parser)
+    add_topic_flags(parser)
+    add_score_flags(parser)
+    parser.set_defaults(run=_run)
+
+
+def add_score_flags(parser: argparse.ArgumentParser) -> None:
+    env_flag(parser, "--models-dir", "SENTINEL_MODELS_DIR", "models", "model bundles directory")
+    env_flag(parser, "--group-id", "SENTINEL_GROUP_ID", "sentinel-scorer", "consumer group")
+    env_flag(parser, "--scorer-id", "SENTINEL_SCORER_ID", None, "instance id (default host-pid)")
+    env_flag(parser, "--workers", "SENTINEL_WORKERS", 1, "scorer processes", type=positive_int)
+    env_flag(
+        parser,
+        "--max-batch",
+        "SENTINEL_MAX_BATCH",
+        2000,
+        "max messages per micro-batch",
+        type=positive_int,
+    )
+    env_flag(
+        parser,
+        "--max-wait-ms",
+        "SENTINEL_MAX_WAIT_MS",
+        5.0,
+        "max wait to fill a micro-batch (bounds added latency at low rates)",
+        type=positive_float,
+    )
+    env_flag(
+        parser,
+        "--cache-capacity",
+        "SENTINEL_CACHE_CAPACITY",
+        10_000,
+        "decision cache entries (0 disables the cache)",
+        type=int,
+    )
+    env_flag(parser, "--cache-ttl-s", "SENTINEL_CACHE_TTL_S", 2.0, "decision cache TTL", type=float)
+    env_flag(
+        parser,
+        "--max-message-bytes",
+        "SENTINEL_MAX_MESSAGE_BYTES",
+        65_536,
+        "larger transactions go to the DLQ as oversize",
+        type=positive_int,
+    )
+    env_flag(
+        parser,
+        "--dlq-max-share",
+        "SENTINEL_DLQ_MAX_SHARE",
+        0.5,
+        "stop if more than this share of the last --dlq-window messages was poison",
+        type=float,
+    )
+    env_flag(
+        parser,
+        "--dlq-window",
+        "SENTINEL_DLQ_WINDOW",
+        1000,
+        "DLQ limit window (messages)",
+        type=positive_int,
+    )
+    env_flag(
+        parser,
+        "--drift-interval-s",
+        "SENTINEL_DRIFT_INTERVAL_S",
+        10.0,
+        "seconds between drift snapshots (0 disables drift tracking)",
+        type=float,
+    )
+    env_flag(
+        parser,
+        "--metrics-port",
+        "SENTINEL_METRICS_PORT",
+        9464,
+        "Prometheus port (worker k uses port+k; 0 disables)",
+        type=int,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Validate everything once, in the parent, so a bad flag fails before any process starts.
+    base_id = args.scorer_id or f"{socket.gethostname()}-{os.getpid()}"
+    build_config(args, base_id)
+    if args.workers == 1:
+        return serve(args, base_id, args.metrics_port)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(
+            target=_worker_main,
+            args=(args, f"{base_id}-w{k}", args.metrics_port + k if args.metrics_port else 0),
+            name=f"scorer-w{k}",
+        )
+        for k in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    failed = [w.name for w in workers if w.exitcode != 0]
+    if failed:
+        print(f"sentinel: error: worker(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _worker_main(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> None:
+    logging.basicConfig(level=os.environ.get("SENTINEL_LOG_LEVEL", "INFO"))
+    try:
+        sys.exit(serve(args, scorer_id, metrics_port))
+    except Exception as exc:
+        print(f"sentinel: error: [{scorer_id}] {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
+    from streams.dlq import DlqLimit
+    from streams.drift import DriftConfig
+    from streams.scorer import ScorerConfig
+
+    drift = DriftConfig(interval_s=args.drift_interval_s) if args.drift_interval_s > 0 else None
+    return ScorerConfig(
+        kafka=kafka_settings(args),
+        topics=topic_names(args),
+        scorer_id=scorer_id,
+        group_id=args.group_id,
+        max_batch=args.max_batch,
+        max_wait_s=args.max_wait_ms / 1000.0,
+        cache_capacity=args.cache_capacity,
+        cache_ttl_s=args.cache_ttl_s,
+        max_message_bytes=args.max_message_bytes,
+        dlq_limit=DlqLimit(max_share=args.dlq_max_share, window_messages=args.dlq_window),
+        drift=drift,
+    )
+
+
+def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
+    """Run one scorer in this process until a signal; returns the exit code."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from streams.control_plane import ControlPlane
+    from streams.metrics import ScorerMetrics
+    from streams.scorer import Scorer
+
+    config = build_config(args, scorer_id)
+    registry = CollectorRegistry()
+    metrics = ScorerMetrics(registry)
+    if metrics_port:
+        start_http_server(metrics_port, registry=registry)
+    key = os.environ.get("SENTINEL_CONTROL_KEY")
+    holder: list[Scorer] = []
+    control = ControlPlane(
+        config.kafka,
+        config.topics,
+        scorer_id,
+        Path(args.models_dir),
+        metrics,
+        signing_key=key.encode() if key else None,
+        stats=lambda: holder[0].stats() if holder else {},
+    )
+    state = control.start()
+    log.info("%s serving %s", scorer_id, state.summary())
+    scorer = Scorer(config, control, metrics)
+    holder.append(scorer)
+    signal.signal(signal.SIGTERM, lambda *_: scorer.stop())
+    signal.signal(signal.SIGINT, lambda *_: scorer.stop())
+    print(
+        f"{scorer_id}: scoring {config.topics.transactions} -> {config.topics.decisions}"
+        f" (metrics :{metrics_port})",
+        flush=True,
+    )
+    try:
+        scorer.run()
+    finally:
+        control.close()
+    print(f"{scorer_id}: stopped cleanly", flush=True)
+    return 0
