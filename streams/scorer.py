@@ -132,7 +132,9 @@ class Scorer:
 
     def stats(self) -> dict[str, int]:
         """Decisions acknowledged so far by ``variant/version/outcome`` (for heartbeats)."""
-        return {"/".join(key): count for key, count in self.decision_counts.items()}
+        # dict(Counter) is one C-level copy under the GIL: safe against the scoring thread.
+        counts = dict(self.decision_counts)
+        return {"/".join(key): count for key, count in counts.items()}
 
     def run(self) -> None:
         cfg = self.config
