@@ -42,6 +42,7 @@ from streams.drift import DriftConfig, DriftMonitor, encode_snapshot
 from streams.errors import ConfigError, PoisonMessage
 from streams.metrics import ScorerMetrics
 from streams.score import OUTCOMES, VARIANTS, Serving, score_batch
+from streams.topics import DLQ_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ class Scorer:
                     "compression.type": "lz4",
                     "batch.num.messages": 10_000,
                     "queue.buffering.max.messages": 1_000_000,
+                    # A DLQ record carries the original message (up to the transactions topic's
+                    # max.message.bytes) plus error headers.
+                    "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
                 }
             )
         )
