@@ -1,0 +1,345 @@
+"""``train``: from a transactions set to a verified, versioned ONNX model bundle.
+
+Steps, each reported through ``progress``: data (read + validate, or generate) -> stratified
+60/20/20 split -> imbalance study (one fit per method) -> final fit of the winner with early
+stopping -> cost-optimal thresholds on validation -> ONNX export -> parity on the whole test set
+(refused above the bound) -> metrics, drift baseline, plots, report -> publish -> activate.
+Everything is written to a staging directory and published with one rename, so a failure at any
+step leaves no bundle behind. The scorer's tests, the benchmarks and the demo call :func:`train`
+directly; ``sentinel train`` is a thin CLI over it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from schemas.features import FEATURE_NAMES
+from streams.bundle import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, activate_version
+from streams.errors import ConfigError
+from training import bundle, data, report, synth
+from training.baseline import drift_baseline
+from training.data import Split, TrainingData
+from training.export import OnnxModel, Parity, check_parity, to_onnx
+from training.study import (
+    METHODS,
+    FinalModel,
+    Method,
+    ModelParams,
+    StudyResult,
+    best_method,
+    fit_final,
+    run_study,
+)
+from training.threshold import block_threshold, cost_curve, decision_metrics, review_threshold
+
+Progress = Callable[[str], None]
+PARITY_SAMPLE_ROWS = 64
+REPORT_FILE = "report.md"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a training run except the data and where the bundle goes.
+
+    Raises ConfigError on construction if a value is out of range.
+    """
+
+    review_cost: float = 5.0  # cost of one false alarm (manual review), in Amount units
+    parity_bound: float = 5e-7  # max |ONNX - XGBoost| fraud probability over the test set
+    review_budget: float = 0.001  # share of traffic below the block threshold sent to REVIEW
+    validation_share: float = 0.2
+    test_share: float = 0.2
+    methods: tuple[Method, ...] = METHODS
+    model: ModelParams = field(default_factory=ModelParams)
+
+    def __post_init__(self) -> None:
+        if not self.review_cost > 0:
+            raise ConfigError(f"review cost must be positive, got {self.review_cost}")
+        if not self.parity_bound >= 0:
+            raise ConfigError(f"parity bound must be >= 0, got {self.parity_bound}")
+        if not 0 <= self.review_budget < 1:
+            raise ConfigError(f"review budget must be in [0, 1), got {self.review_budget}")
+        if not (
+            self.validation_share > 0
+            and self.test_share > 0
+            and self.validation_share + self.test_share < 1
+        ):
+            raise ConfigError("validation and test shares must be positive and sum below 1")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if not self.methods or unknown:
+            raise ConfigError(f"imbalance methods must be among {', '.join(METHODS)}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The published bundle: its version, directory, manifest, and whether it is now current."""
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    activated: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """What the fitting steps hand to export and reporting."""
+
+    train: Split
+    validation: Split
+    test: Split
+    study: list[StudyResult]
+    final: FinalModel
+    validation_scores: np.ndarray
+    block: float
+    review: float
+
+
+def _resolve_data(
+    source: TrainingData | Path | pd.DataFrame | None, rows: int, seed: int, prevalence: float
+) -> TrainingData:
+    if isinstance(source, TrainingData):
+        return source
+    if isinstance(source, Path):
+        return data.load_csv(source)
+    if isinstance(source, pd.DataFrame):
+        return data.from_frame(source)
+    return data.synthetic(rows, seed, prevalence)
+
+
+def _parity_sample(test: Split, probabilities: np.ndarray, seed: int) -> dict[str, Any]:
+    """64 test rows (up to a quarter frauds, so high scores are covered) and ONNX's answers."""
+    rng = np.random.default_rng(seed)
+    frauds = np.flatnonzero(test.labels == 1)
+    legit = np.flatnonzero(test.labels == 0)
+    take_fraud = min(len(frauds), PARITY_SAMPLE_ROWS // 4)
+    take_legit = min(len(legit), PARITY_SAMPLE_ROWS - take_fraud)
+    rows = np.sort(
+        np.concatenate(
+            [
+                rng.choice(frauds, take_fraud, replace=False),
+                rng.choice(legit, take_legit, replace=False),
+            ]
+        )
+    )
+    return {
+        "features": test.features[rows].astype(np.float64).tolist(),
+        "probabilities": probabilities[rows].tolist(),
+    }
+
+
+def _importance(model: FinalModel) -> dict[str, float]:
+    gains = model.classifier.get_booster().get_score(importance_type="total_gain")
+    return {name: float(gains.get(f"f{i}", 0.0)) for i, name in enumerate(FEATURE_NAMES)}
+
+
+def _manifest(
+    *,
+    dataset: TrainingData,
+    onnx_model: OnnxModel,
+    onnx_sha256: str,
+    thresholds: dict[str, Any],
+    metrics: dict[str, Any],
+    study: list[dict[str, Any]],
+    parity: Parity,
+    parity_sample: dict[str, Any],
+    baseline: dict[str, Any],
+    final: FinalModel,
+    importance: dict[str, float],
+    seed: int,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": None,  # filled in at publish time
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "feature_names": list(FEATURE_NAMES),
+        "onnx": {
+            "file": MODEL_FILE,
+            "sha256": onnx_sha256,
+            "input_name": onnx_model.input_name,
+            "input_shape": [None, len(FEATURE_NAMES)],
+            "probability_output": onnx_model.probability_output,
+            "opset": onnx_model.opset,
+            "opset_imports": onnx_model.opset_imports,
+        },
+        "thresholds": thresholds,
+        "metrics": metrics,
+        "imbalance_study": study,
+        "data": {
+            "source": dataset.source,
+            "sha256": dataset.sha256,
+            "rows": dataset.rows,
+            "frauds": dataset.frauds,
+            "seed": dataset.seed,
+        },
+        "parity": {"max_abs_diff": parity.max_abs_diff, "rows": parity.rows, "bound": parity.bound},
+        "parity_sample": parity_sample,
+        "drift_baseline": baseline,
+        "training": {
+            "seconds": seconds,
+            "params": final.params,
+            "best_iteration": final.best_iteration,
+            "seed": seed,
+            "feature_importance_total_gain": importance,
+        },
+    }
+
+
+def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -> _Fitted:
+    """Split, study, final fit and thresholds (no files written)."""
+    train_split, validation, test = data.stratified_split(
+        dataset, seed, config.validation_share, config.test_share
+    )
+    say(
+        f"split: train {train_split.rows:,} / validation {validation.rows:,} / test "
+        f"{test.rows:,} rows ({train_split.frauds}/{validation.frauds}/{test.frauds} frauds)"
+    )
+    results = []
+    for method in config.methods:
+        say(f"study: fitting {method}")
+        (result,) = run_study(train_split, validation, seed, config.model, (method,))
+        results.append(result)
+        say(
+            f"study: {method}: validation PR-AUC {result.val_pr_auc:.4f} "
+            f"({result.train_rows:,} training rows, {result.seconds:.1f} s)"
+        )
+    winner = best_method(results)
+    say(f"final fit: {winner} with early stopping on validation PR-AUC")
+    final = fit_final(winner, train_split, validation, seed, config.model)
+    say(f"final fit: {final.best_iteration + 1} trees ({final.seconds:.1f} s)")
+    validation_scores = final.predict_proba(validation.features)
+    block = block_threshold(
+        validation_scores, validation.labels, validation.amounts, config.review_cost
+    )
+    review = review_threshold(validation_scores, block, config.review_budget)
+    say(f"thresholds: block >= {block:.4g}, review >= {review:.4g}")
+    return _Fitted(train_split, validation, test, results, final, validation_scores, block, review)
+
+
+def _assemble(
+    staging: Path,
+    dataset: TrainingData,
+    fitted: _Fitted,
+    seed: int,
+    config: TrainConfig,
+    say: Progress,
+) -> dict[str, Any]:
+    """Export, parity, metrics, baseline, plots: everything but the manifest's version."""
+    say("export: converting to ONNX")
+    onnx_model = to_onnx(fitted.final)
+    (staging / MODEL_FILE).write_bytes(onnx_model.payload)
+    test, validation = fitted.test, fitted.validation
+    parity = check_parity(fitted.final, onnx_model, test.features, config.parity_bound)
+    say(
+        f"parity: max |ONNX - XGBoost| = {parity.max_abs_diff:.3g} over {parity.rows:,} "
+        f"test rows (bound {parity.bound:.3g})"
+    )
+    # Test metrics are computed on ONNX Runtime's scores: what the scorer will serve.
+    test_scores = parity.onnx_probabilities
+    metric_args = (fitted.block, fitted.review, config.review_cost)
+    metrics = {
+        "test": decision_metrics(test_scores, test.labels, test.amounts, *metric_args),
+        "validation": decision_metrics(
+            fitted.validation_scores, validation.labels, validation.amounts, *metric_args
+        ),
+    }
+    importance = _importance(fitted.final)
+    say("report: drift baseline, plots")
+    validation_costs = cost_curve(
+        fitted.validation_scores, validation.labels, validation.amounts, config.review_cost
+    )
+    plots = report.write_plots(
+        staging,
+        report.PlotData(
+            test_scores, test.labels, validation_costs, fitted.block, fitted.review, importance
+        ),
+    )
+    manifest = _manifest(
+        dataset=dataset,
+        onnx_model=onnx_model,
+        onnx_sha256=bundle.sha256_file(staging / MODEL_FILE),
+        thresholds={
+            "block": fitted.block,
+            "review": fitted.review,
+            "review_cost": config.review_cost,
+            "review_budget": config.review_budget,
+            "rule": "BLOCK if p >= block; REVIEW if review <= p < block; else ALLOW",
+        },
+        metrics=metrics,
+        study=[result.as_dict() for result in fitted.study],
+        parity=parity,
+        parity_sample=_parity_sample(test, test_scores, seed),
+        baseline=drift_baseline(fitted.train.features, test.features, test_scores),
+        final=fitted.final,
+        importance=importance,
+        seed=seed,
+        seconds=0.0,
+    )
+    manifest["plots"] = plots
+    return manifest
+
+
+def train(
+    models_dir: Path,
+    *,
+    data_source: TrainingData | Path | pd.DataFrame | None = None,
+    rows: int = synth.DEFAULT_ROWS,
+    seed: int = synth.DEFAULT_SEED,
+    prevalence: float = synth.PREVALENCE,
+    version: str | None = None,
+    activate: bool = False,
+    config: TrainConfig | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train, export, verify and publish one bundle into ``models_dir``; return it.
+
+    ``data_source``: a validated :class:`TrainingData`, a CSV path, a DataFrame with the Kaggle
+    columns, or None for synthetic data (``rows``, ``prevalence``, generator ``seed``). ``seed``
+    also drives the split, SMOTE and XGBoost, so a run is reproducible. ``version`` defaults to
+    the next free ``vN``; an existing version is never overwritten. Blocks for the whole run
+    (minutes on the full-size set). Raises DataError (bad data), ConfigError (bad settings,
+    version taken, models_dir not writable, a write failing) or ModelLoadError (export/parity
+    refused); in every failure case no bundle directory is left behind.
+    """
+    began = time.perf_counter()
+    config = config or TrainConfig()
+    say = progress or (lambda _message: None)
+    if version is not None:
+        bundle.check_version_free(models_dir, version)
+    with bundle.staging_dir(models_dir) as staging:
+        try:
+            say("data: loading" if data_source is not None else f"data: generating {rows:,} rows")
+            dataset = _resolve_data(data_source, rows, seed, prevalence)
+            say(
+                f"data: {dataset.rows:,} rows, {dataset.frauds:,} frauds from {dataset.source} "
+                f"(sha256 {dataset.sha256[:12]})"
+            )
+            fitted = _fit(dataset, seed, config, say)
+            manifest = _assemble(staging, dataset, fitted, seed, config, say)
+            manifest["version"] = version or bundle.next_version(models_dir)
+            manifest["training"]["seconds"] = round(time.perf_counter() - began, 3)
+            bundle.write_json(staging / MANIFEST_FILE, manifest)
+            markdown = report.render_markdown(manifest, manifest["plots"])
+            (staging / REPORT_FILE).write_text(markdown, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"writing the bundle in {models_dir} failed: {exc.strerror or exc}"
+            ) from exc
+        path = bundle.publish(staging, models_dir, manifest["version"])
+    say(f"bundle: {path}")
+    if activate:
+        activate_version(models_dir, manifest["version"])
+        say(f"activated: {models_dir / 'current'} -> {manifest['version']}")
+    return TrainResult(manifest["version"], path, manifest, activate, time.perf_counter() - began)
+
+
+__all__ = ["Progress", "TrainConfig", "TrainResult", "train"]

@@ -1,0 +1,187 @@
+"""The human side of a bundle: four plots, ``report.md``, and the summary table ``train`` prints.
+
+Plots (PNG, matplotlib's Agg backend, so no display is needed): the precision-recall curve on
+test data, expected cost against threshold on validation data, XGBoost gain importance per
+feature, and the score histogram by class on test data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.threshold import CostCurve
+
+PLOT_FILES = {
+    "pr_curve": "pr_curve.png",
+    "threshold_cost": "threshold_cost.png",
+    "feature_importance": "feature_importance.png",
+    "score_histogram": "score_histogram.png",
+}
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """What the plots are drawn from."""
+
+    test_probabilities: np.ndarray
+    test_labels: np.ndarray
+    validation_cost: CostCurve
+    block: float
+    review: float
+    importance: dict[str, float]
+
+
+def write_plots(out_dir: Path, data: PlotData) -> list[str]:
+    """Draw the four PNGs into ``out_dir``; return their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    def save(figure: Any, name: str) -> None:
+        figure.tight_layout()
+        figure.savefig(out_dir / name, dpi=100)
+        plt.close(figure)
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    precision, recall, _ = precision_recall_curve(data.test_labels, data.test_probabilities)
+    axes.plot(recall, precision, drawstyle="steps-post")
+    flagged = data.test_probabilities >= data.block
+    fraud = data.test_labels == 1
+    tp = int((flagged & fraud).sum())
+    if tp:
+        axes.scatter(
+            [tp / fraud.sum()],
+            [tp / flagged.sum()],
+            color="red",
+            zorder=3,
+            label=f"block threshold {data.block:.3g}",
+        )
+        axes.legend(loc="lower left")
+    axes.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="Precision-recall (test)",
+        xlim=(0, 1.01),
+        ylim=(0, 1.01),
+    )
+    save(figure, PLOT_FILES["pr_curve"])
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    curve = data.validation_cost
+    thresholds = np.clip(curve.thresholds[1:], 1e-6, 1.0)
+    axes.plot(thresholds, curve.costs[1:], drawstyle="steps-post")
+    axes.axvline(max(data.block, 1e-6), color="red", linestyle="--", label="block")
+    if data.review < data.block:
+        axes.axvline(max(data.review, 1e-6), color="orange", linestyle=":", label="review")
+    axes.set_xscale("log")
+    axes.set(
+        xlabel="threshold (flag if score >= threshold)",
+        ylabel="expected cost",
+        title="Expected cost vs threshold (validation)",
+    )
+    axes.legend()
+    save(figure, PLOT_FILES["threshold_cost"])
+
+    figure, axes = plt.subplots(figsize=(6, 6))
+    ranked = sorted(data.importance.items(), key=lambda item: item[1])
+    axes.barh([name for name, _ in ranked], [gain for _, gain in ranked])
+    axes.set(xlabel="total gain", title="Feature importance (XGBoost total gain)")
+    axes.tick_params(axis="y", labelsize=7)
+    save(figure, PLOT_FILES["feature_importance"])
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    bins = np.linspace(0.0, 1.0, 51).tolist()
+    for label, name in ((0, "legitimate"), (1, "fraud")):
+        axes.hist(
+            data.test_probabilities[data.test_labels == label],
+            bins=bins,
+            alpha=0.6,
+            label=name,
+            density=True,
+        )
+    axes.axvline(min(data.block, 1.0), color="red", linestyle="--", label="block")
+    axes.set_yscale("log")
+    axes.set(
+        xlabel="fraud probability",
+        ylabel="density (log)",
+        title="Score distribution by class (test)",
+    )
+    axes.legend()
+    save(figure, PLOT_FILES["score_histogram"])
+    return list(PLOT_FILES.values())
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """The short summary table (plain text) of a training run, from its manifest."""
+    test = manifest["metrics"]["test"]
+    data = manifest["data"]
+    parity = manifest["parity"]
+    (tn, fp), (fn, tp) = test["confusion_matrix"]
+    rows = [
+        ("version", manifest["version"]),
+        ("data", f"{data['source']}: {data['rows']:,} rows, {data['frauds']:,} frauds"),
+        ("imbalance winner", manifest["training"]["params"]["method"]),
+        ("trees (best iteration)", f"{manifest['training']['best_iteration'] + 1}"),
+        (
+            "thresholds",
+            f"block >= {manifest['thresholds']['block']:.4g}, "
+            f"review >= {manifest['thresholds']['review']:.4g}",
+        ),
+        ("test PR-AUC / ROC-AUC", f"{test['pr_auc']:.4f} / {test['roc_auc']:.4f}"),
+        (
+            "precision / recall @block",
+            f"{test['precision_at_block']:.3f} / {test['recall_at_block']:.3f}",
+        ),
+        ("confusion [[tn fp] [fn tp]]", f"[[{tn} {fp}] [{fn} {tp}]]"),
+        (
+            "cost @block vs @0.5",
+            f"{test['cost_at_block']:,.2f} vs {test['cost_at_0_5']:,.2f} "
+            f"(saving {test['saving']:,.2f})",
+        ),
+        (
+            "ONNX parity (max abs diff)",
+            f"{parity['max_abs_diff']:.3g} over {parity['rows']:,} "
+            f"rows (bound {parity['bound']:.3g})",
+        ),
+        ("training time", f"{manifest['training']['seconds']:.1f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
+    lines.append("  imbalance study (validation):")
+    lines.append(f"    {'method':<17} {'PR-AUC':>7} {'ROC-AUC':>8} {'rows':>9} {'seconds':>8}")
+    for entry in manifest["imbalance_study"]:
+        lines.append(
+            f"    {entry['method']:<17} {entry['val_pr_auc']:>7.4f} {entry['val_roc_auc']:>8.4f} "
+            f"{entry['train_rows']:>9,} {entry['seconds']:>8.1f}"
+        )
+    return lines
+
+
+def render_markdown(manifest: dict[str, Any], plots: list[str]) -> str:
+    """``report.md``: the summary, both metric blocks, and the plots."""
+    out = [f"# Model {manifest['version']}", "", f"Created {manifest['created_at']}.", ""]
+    out += ["```", *summary_lines(manifest), "```", ""]
+    out += ["## Metrics", "", "| metric | validation | test |", "|---|---|---|"]
+    validation, test = manifest["metrics"]["validation"], manifest["metrics"]["test"]
+    for key, value in test.items():
+        if isinstance(value, float):
+            out.append(f"| {key} | {validation[key]:.6g} | {value:.6g} |")
+        else:
+            out.append(f"| {key} | {validation[key]} | {value} |")
+    out += [
+        "",
+        "Decision rule: BLOCK if p >= block; REVIEW if review <= p < block; else ALLOW. A missed "
+        f"fraud costs its Amount, a false alarm {manifest['thresholds']['review_cost']:g}; "
+        "`saving` is the test-set cost at 0.5 minus the cost at the block threshold.",
+        "",
+        "## Plots",
+        "",
+    ]
+    out += [f"![{name}]({name})" for name in plots]
+    return "\n".join(out) + "\n"
