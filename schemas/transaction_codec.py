@@ -1,0 +1,391 @@
+"""Transaction codecs: the scorer's vectorised batch decode, plus the replayer's encoders.
+
+:func:`decode_transactions` turns a polled micro-batch (a list of message values) into numpy
+arrays in a few dozen numpy passes per *batch*, not per message: the values are joined into one
+buffer and the current ``Transaction`` layout is walked field by field with one cursor per row
+(varints read as little-endian 8-byte words, doubles gathered through byte-strided views).
+Rows that do not fit the fixed layout exactly (another writer schema, JSON, truncation, trailing
+bytes, a multi-block array, varints longer than 8 bytes, non-ASCII ids that need a UTF-8 check
+failing...) are handed to the general path: stock fastavro with schema resolution, or a JSON
+parser. It gives the exact answer or the poison reason, so both paths agree with fastavro.
+
+The fast path walks the layout of Transaction v1 (``schemas/history/transaction.v1.avsc``) and
+takes only messages whose header carries v1's fingerprint. If a later version becomes current,
+v1 messages keep the fast path (resolution into a compatible v2 keeps their values) and newer
+ones take the general path until a fast path for their layout is written.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.avro import (
+    HEADER_SIZE,
+    MAGIC,
+    byte_strided_view,
+    fingerprint,
+    load_history,
+    read_string_spans,
+    read_varints_of_size,
+    record_codec,
+    utf8_strings,
+    zigzag_varint,
+)
+from schemas.features import N_FEATURES, N_PCA_FEATURES, invalid_rows
+from streams.errors import PoisonMessage, SchemaError
+
+I64 = npt.NDArray[np.int64]
+
+DEFAULT_MAX_MESSAGE_BYTES: Final[int] = 65_536
+FIELDS: Final[tuple[str, ...]] = ("transaction_id", "card_id", "event_time", "amount", "features")
+
+# After the two strings and the event time, the current layout is fixed: amount (8), the feature
+# count 28 as one zigzag varint byte, 28 doubles, the 0 that ends the array.
+_COUNT_BYTE: Final[int] = 2 * N_PCA_FEATURES
+_TAIL_SIZE: Final[int] = 8 + 1 + 8 * N_PCA_FEATURES + 1
+_MIN_FAST_SIZE: Final[int] = HEADER_SIZE + 3 + _TAIL_SIZE
+_PAD: Final[bytes] = bytes(16)  # 8-byte reads at the last row never leave the buffer
+_MAGIC_WORD: Final[int] = int.from_bytes(MAGIC, "little")
+_JSON_SPACE: Final[bytes] = b" \t\r\n"
+
+
+@cache
+def fast_layout_fingerprint() -> int:
+    """Fingerprint of the one writer schema the vectorised path decodes: Transaction v1."""
+    return fingerprint(dict(load_history("transaction"))[1])
+
+
+@dataclass(frozen=True)
+class TransactionBatch:
+    """The decodable, valid rows of a batch, in input order.
+
+    ``index`` holds each row's position in the input list; ``features`` is the model matrix
+    (float32, FEATURE_NAMES order: V1..V28 then Amount) and ``features_f64`` the same values as
+    sent. Ids are the UTF-8 bytes from the wire, usable as dict keys.
+    """
+
+    index: I64
+    transaction_ids: list[bytes]
+    card_ids: list[bytes]
+    event_time_ms: I64
+    features: npt.NDArray[np.float32]
+    features_f64: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.transaction_ids)
+
+
+@dataclass
+class _Rows:
+    """Decoded rows under construction (positions and columns kept in step)."""
+
+    index: I64
+    transaction_ids: list[bytes]
+    card_ids: list[bytes]
+    event_time_ms: I64
+    matrix: npt.NDArray[np.float64]
+
+
+def _decode_fast(raw: bytes, starts: I64, ends: I64, rows: I64) -> tuple[_Rows, I64]:
+    """Walk the Transaction v1 layout for rows whose header carries v1's fingerprint.
+
+    Returns the rows it decoded exactly and the positions it leaves to the general path.
+    """
+    words = byte_strided_view(raw, "<u8")
+    octets = np.frombuffer(raw, dtype=np.uint8)
+    tail = ends - _TAIL_SIZE
+    tx_start, tx_end, ok = read_string_spans(words, starts + HEADER_SIZE, tail)
+    card_start, card_end, card_ok = read_string_spans(words, tx_end, tail)
+    event_time, time_ok = read_varints_of_size(words, card_end, tail - card_end)
+    ok &= card_ok & time_ok & (octets[tail + 8] == _COUNT_BYTE) & (octets[ends - 1] == 0)
+    left = rows[~ok]
+    if len(left):
+        keep = np.flatnonzero(ok)
+        rows, tail, event_time = rows[keep], tail[keep], event_time[keep]
+        tx_start, tx_end = tx_start[keep], tx_end[keep]
+        card_start, card_end = card_start[keep], card_end[keep]
+    ids, bad = utf8_strings(
+        octets, np.concatenate([tx_start, card_start]), np.concatenate([tx_end, card_end])
+    )
+    transaction_ids, card_ids = ids[: len(rows)], ids[len(rows) :]
+    matrix = np.empty((len(rows), N_FEATURES), dtype=np.float64)
+    matrix[:, :N_PCA_FEATURES] = byte_strided_view(raw, "<f8", N_PCA_FEATURES)[tail + 9]
+    matrix[:, N_PCA_FEATURES] = byte_strided_view(raw, "<f8")[tail]
+    decoded = _Rows(rows, transaction_ids, card_ids, event_time, matrix)
+    bad_text = sorted({position % len(rows) for position in bad})
+    if bad_text:
+        decoded = _take(decoded, np.setdiff1d(np.arange(len(rows)), bad_text))
+        left = np.concatenate([left, rows[bad_text]])
+    return decoded, left
+
+
+def _take(rows: _Rows, keep: I64) -> _Rows:
+    """The rows at positions ``keep``, in that order."""
+    positions = keep.tolist()
+    return _Rows(
+        rows.index[keep],
+        [rows.transaction_ids[i] for i in positions],
+        [rows.card_ids[i] for i in positions],
+        rows.event_time_ms[keep],
+        rows.matrix[keep],
+    )
+
+
+def _json_loader() -> Callable[[bytes], Any]:
+    try:
+        import orjson
+    except ImportError:
+        return json.loads
+    loads: Callable[[bytes], Any] = orjson.loads
+    return loads
+
+
+_fast_json_loads: Final[Callable[[bytes], Any]] = _json_loader()
+
+
+def _parse_json(value: bytes) -> Any:
+    """Parse with orjson when installed; PoisonMessage ``invalid_json`` when not JSON."""
+    try:
+        return _fast_json_loads(value)
+    except (ValueError, RecursionError):
+        # orjson refuses the NaN/Infinity tokens the stdlib accepts (and then: not_finite).
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            raise PoisonMessage("invalid_json", f"not valid JSON: {exc}") from exc
+
+
+def _is_json(value: bytes, content_type: str | bytes | None) -> bool:
+    """JSON if a content-type header names JSON (Avro: not), else if the value starts with {."""
+    if content_type:
+        kind = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
+        if "json" in kind.lower() or "avro" in kind.lower():
+            return "json" in kind.lower()
+    return value.lstrip(_JSON_SPACE)[:1] == b"{"
+
+
+def _number(name: str, value: Any) -> float:
+    """A JSON/Avro number as a float; PoisonMessage when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PoisonMessage("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError as exc:
+        raise PoisonMessage("absurd_value", f"{name}={value} is too large") from exc
+
+
+def _text(record: Mapping[str, Any], name: str) -> bytes:
+    """A string field as UTF-8 bytes; PoisonMessage when it is not a string."""
+    value = record[name]
+    if not isinstance(value, str):
+        raise PoisonMessage("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PoisonMessage("wrong_type", f"{name} is not valid Unicode text") from exc
+
+
+def row_from_record(record: Any) -> tuple[bytes, bytes, int, list[float]]:
+    """Check one decoded record (JSON object or Avro dict) and return its row.
+
+    Returns ``(transaction_id, card_id, event_time_ms, features)`` with the features in
+    FEATURE_NAMES order. Raises PoisonMessage ``wrong_type``, ``missing_field`` or
+    ``feature_count``; value ranges are checked later, per batch, by ``invalid_rows``.
+    """
+    if not isinstance(record, Mapping):
+        raise PoisonMessage("wrong_type", f"a transaction must be an object, got {type(record)}")
+    missing = [name for name in FIELDS if name not in record]
+    if missing:
+        raise PoisonMessage("missing_field", f"missing field(s): {', '.join(missing)}")
+    event_time = record["event_time"]
+    if isinstance(event_time, bool) or not isinstance(event_time, int):
+        raise PoisonMessage("wrong_type", "event_time must be an integer (epoch milliseconds)")
+    if not -(2**63) <= event_time < 2**63:
+        raise PoisonMessage("wrong_type", f"event_time={event_time} does not fit a long")
+    features = record["features"]
+    if not isinstance(features, list):
+        raise PoisonMessage("wrong_type", f"features must be an array, got {type(features)}")
+    if len(features) != N_PCA_FEATURES:
+        raise PoisonMessage(
+            "feature_count", f"expected {N_PCA_FEATURES} features V1..V28, got {len(features)}"
+        )
+    row = [_number(f"V{i}", value) for i, value in enumerate(features, start=1)]
+    row.append(_number("amount", record["amount"]))
+    return _text(record, "transaction_id"), _text(record, "card_id"), event_time, row
+
+
+def _decode_general(
+    value: bytes, content_type: str | bytes | None, max_message_bytes: int
+) -> tuple[bytes, bytes, int, list[float]]:
+    """One row through the general path; raises PoisonMessage with the kind and reason."""
+    if not value:
+        raise PoisonMessage("empty", "the message has no value (null or empty)")
+    if len(value) > max_message_bytes:
+        raise PoisonMessage(
+            "oversize", f"{len(value)} bytes exceeds the {max_message_bytes}-byte limit"
+        )
+    if _is_json(value, content_type):
+        return row_from_record(_parse_json(value))
+    return row_from_record(record_codec("transaction").decode(value))
+
+
+def decode_transactions(
+    values: Sequence[bytes | None],
+    content_types: Sequence[str | bytes | None] | None = None,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[TransactionBatch, list[tuple[int, PoisonMessage]]]:
+    """Decode and validate a micro-batch of ``transactions`` message values.
+
+    ``values`` are Avro single-object ``Transaction`` messages (any known writer version) or JSON
+    objects (a value whose first non-space byte is ``{``, or whose ``content_types`` entry names
+    JSON; one naming Avro forces Avro). Returns the good rows and ``(position, PoisonMessage)``
+    for every other row, in input order, kinds: empty, oversize, undecodable, unknown_schema,
+    invalid_json, missing_field, wrong_type, feature_count, not_finite, absurd_value. Never
+    raises for bad input; cost at N=1,000 is well under a microsecond per current-layout row.
+    """
+    n = len(values)
+    plain = [v or b"" for v in values] if None in values else cast(Sequence[bytes], values)
+    lengths = np.fromiter(map(len, plain), dtype=np.int64, count=n)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    raw = b"".join([*plain, _PAD])
+    words = byte_strided_view(raw, "<u8")
+    fast = (lengths >= _MIN_FAST_SIZE) & (lengths <= max_message_bytes)
+    fast &= (words[starts] & 0xFFFF) == _MAGIC_WORD
+    fast &= words[starts + 2] == fast_layout_fingerprint()
+    if content_types is not None:
+        if len(content_types) != n:
+            raise ValueError(f"{n} values but {len(content_types)} content types")
+        fast &= np.array([not _is_json(b"", kind) for kind in content_types], dtype=bool)
+    if fast.all():  # the usual batch: every row has the current header
+        rows, general = _decode_fast(raw, starts, ends, np.arange(n))
+    else:
+        rows, general = _decode_fast(raw, starts[fast], ends[fast], np.flatnonzero(fast))
+        general = np.sort(np.concatenate([general, np.flatnonzero(~fast)]))
+    poisons: list[tuple[int, PoisonMessage]] = []
+    if general.size:
+        rows = _merge(rows, _decode_rows(plain, content_types, general, max_message_bytes, poisons))
+    problems = invalid_rows(rows.matrix)
+    if problems:
+        for row, reason in problems:
+            kind = "absurd_value" if np.isfinite(rows.matrix[row]).all() else "not_finite"
+            poisons.append((int(rows.index[row]), PoisonMessage(kind, reason)))
+        rows = _take(rows, np.setdiff1d(np.arange(len(rows.index)), [row for row, _ in problems]))
+    poisons.sort(key=lambda item: item[0])
+    batch = TransactionBatch(
+        rows.index,
+        rows.transaction_ids,
+        rows.card_ids,
+        rows.event_time_ms,
+        rows.matrix.astype(np.float32),
+        rows.matrix,
+    )
+    return batch, poisons
+
+
+def _decode_rows(
+    values: Sequence[bytes],
+    content_types: Sequence[str | bytes | None] | None,
+    positions: I64,
+    max_message_bytes: int,
+    poisons: list[tuple[int, PoisonMessage]],
+) -> _Rows:
+    """The general path for ``positions``: good rows returned, poison appended to ``poisons``."""
+    good: list[int] = []
+    decoded = []
+    for position in positions.tolist():
+        content_type = None if content_types is None else content_types[position]
+        try:
+            decoded.append(_decode_general(values[position], content_type, max_message_bytes))
+        except PoisonMessage as poison:
+            poisons.append((position, poison))
+            continue
+        good.append(position)
+    return _Rows(
+        np.array(good, dtype=np.int64),
+        [row[0] for row in decoded],
+        [row[1] for row in decoded],
+        np.array([row[2] for row in decoded], dtype=np.int64),
+        np.array([row[3] for row in decoded], dtype=np.float64).reshape(-1, N_FEATURES),
+    )
+
+
+def _merge(first: _Rows, second: _Rows) -> _Rows:
+    """Both sets of rows, back in input order."""
+    if not len(second.index):
+        return first
+    joined = _Rows(
+        np.concatenate([first.index, second.index]),
+        first.transaction_ids + second.transaction_ids,
+        first.card_ids + second.card_ids,
+        np.concatenate([first.event_time_ms, second.event_time_ms]),
+        np.concatenate([first.matrix, second.matrix]),
+    )
+    return _take(joined, np.argsort(joined.index, kind="stable"))
+
+
+def _checked(tx: Mapping[str, Any]) -> tuple[bytes, bytes, int, Any, Any]:
+    """The five fields of ``tx``, ids as UTF-8; SchemaError when they cannot be encoded."""
+    try:
+        transaction_id, card_id, event_time, amount, features = (tx[name] for name in FIELDS)
+        if not isinstance(transaction_id, str) or not isinstance(card_id, str):
+            raise TypeError("transaction_id and card_id must be strings")
+        event_time = operator.index(event_time)
+        if not -(2**63) <= event_time < 2**63:
+            raise OverflowError(f"event_time={event_time} does not fit a long")
+        return transaction_id.encode(), card_id.encode(), event_time, amount, list(features)
+    except (KeyError, TypeError, OverflowError, UnicodeEncodeError) as exc:
+        raise SchemaError(f"transaction does not fit sentinel.Transaction: {exc!r}") from exc
+
+
+def encode_transaction(tx: Mapping[str, Any]) -> bytes:
+    """One single-object Avro ``Transaction`` (current schema), byte-equal to fastavro's.
+
+    ``tx`` holds transaction_id and card_id (str), event_time (int, epoch ms), amount (number)
+    and features (a sequence of numbers, V1..V28; other counts are encoded as given, so a
+    replayer can produce feature_count poison on purpose). Extra keys are ignored. Raises
+    SchemaError if a value does not fit the schema. ~3 µs per call (stock fastavro: ~10 µs).
+    """
+    transaction_id, card_id, event_time, amount, features = _checked(tx)
+    try:
+        numbers = struct.pack(f"<d{len(features)}d", amount, *features)
+    except (TypeError, OverflowError, struct.error) as exc:
+        raise SchemaError(f"transaction does not fit sentinel.Transaction: {exc!r}") from exc
+    count = zigzag_varint(len(features)) if features else b""
+    return b"".join([
+        record_codec("transaction").header,
+        zigzag_varint(len(transaction_id)), transaction_id,
+        zigzag_varint(len(card_id)), card_id,
+        zigzag_varint(event_time),
+        numbers[:8], count, numbers[8:], b"\x00",
+    ])  # fmt: skip
+
+
+def encode_transaction_json(tx: Mapping[str, Any]) -> bytes:
+    """One JSON ``Transaction`` (UTF-8, compact), accepted by :func:`decode_transactions`.
+
+    Same fields and rules as :func:`encode_transaction`. Non-finite numbers are written as the
+    ``NaN``/``Infinity`` tokens, which the decoder reads and rejects as ``not_finite``.
+    """
+    transaction_id, card_id, event_time, amount, features = _checked(tx)
+    try:
+        numbers = [float(amount), *(float(value) for value in features)]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SchemaError(f"transaction does not fit sentinel.Transaction: {exc!r}") from exc
+    record = {
+        "transaction_id": transaction_id.decode(),
+        "card_id": card_id.decode(),
+        "event_time": event_time,
+        "amount": numbers[0],
+        "features": numbers[1:],
+    }
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,1 @@
+"""Unit tests of the Avro schemas and the hot-path codecs (no network)."""
