@@ -321,8 +321,11 @@ class DriftMonitor:
         )
 
     def due(self, now_s: float) -> bool:
-        """Whether the window is ``interval_s`` old. ``now_s`` must come from one monotonic clock;
-        the window's clock starts at the first call after construction or after a snapshot."""
+        """Whether the window holds rows and is ``interval_s`` old. ``now_s`` must come from one
+        monotonic clock. The window's clock starts at the first call after its first row, so a
+        window opened after an idle gap is judged on a full interval of traffic."""
+        if self._window.count == 0:
+            return False
         if self._window_start_s is None:
             self._window_start_s = now_s
             return False

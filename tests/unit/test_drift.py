@@ -269,13 +269,18 @@ def test_several_drifted_features_are_ranked_by_psi(baseline: dict[str, Any]) ->
 
 
 def test_due_after_the_interval_and_restarts_after_a_snapshot(baseline: dict[str, Any]) -> None:
+    rng = np.random.default_rng(3)
     drift = monitor(baseline, interval_s=10.0)
-    assert not drift.due(100.0)  # the first call starts the window clock
+    assert not drift.due(90.0)  # an empty window is never due and its clock does not run
+    drift.observe(*transactions(rng, 10))
+    assert not drift.due(100.0)  # the first call with rows starts the window clock
     assert not drift.due(109.9)
     assert drift.due(110.0)
     drift.snapshot(now_ms=110_000)
-    assert not drift.due(111.0)
-    assert drift.due(121.0)
+    assert not drift.due(500.0)  # idle after a snapshot: nothing to judge, no clock
+    drift.observe(*transactions(rng, 10))
+    assert not drift.due(501.0)
+    assert drift.due(511.0)
 
 
 # --- baseline, config and Avro --------------------------------------------------------------------
