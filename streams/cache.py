@@ -19,9 +19,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from streams.errors import ConfigError
+
 
 class DecisionCache:
-    """Capacity- and TTL-bounded cache of fraud probabilities. Not thread-safe (one per worker)."""
+    """Capacity- and TTL-bounded cache of fraud probabilities. Not thread-safe (one per worker).
+
+    Raises ConfigError if ``capacity`` or ``ttl_s`` is negative or NaN (0 disables the cache).
+    """
 
     def __init__(
         self,
@@ -29,8 +34,9 @@ class DecisionCache:
         ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if capacity < 0 or ttl_s < 0:
-            raise ValueError("cache capacity and TTL must be >= 0")
+        # `not >=` also refuses NaN, which would otherwise expire every entry at once.
+        if not (capacity >= 0 and ttl_s >= 0):
+            raise ConfigError(f"cache capacity and TTL must be >= 0, got {capacity} and {ttl_s}")
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._clock = clock

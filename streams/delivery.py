@@ -79,17 +79,22 @@ class CommitTracker:
         """Serve delivery callbacks, then commit the completed batches at the queue's front.
 
         Returns how many batches were committed. Raises :class:`DeliveryError` if the broker
-        refused a record (nothing of that batch or later is committed).
+        refused a record: the completed batches before it are committed, nothing of that batch
+        or later ever is (the failed batch stays at the front, so every later call, including
+        :meth:`drain` on shutdown or rebalance, raises again instead of committing past it).
         """
         self._producer.poll(0)
         offsets: dict[tuple[str, int], int] = {}
         done = 0
         while self._pending and self._pending[0].outstanding == 0:
-            batch = self._pending.popleft()
+            batch = self._pending[0]
             if batch.failures:
+                if offsets:
+                    self._commit(offsets.items(), asynchronous)
                 raise DeliveryError(
                     f"{len(batch.failures)} record(s) not acknowledged, e.g. {batch.failures[0]}"
                 )
+            self._pending.popleft()
             offsets.update(batch.next_offsets)
             self._on_complete(batch)
             done += 1

@@ -42,7 +42,10 @@ POISON_KINDS = (
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    """How to replay: how many, how fast, in which format, with what mixed in."""
+    """How to replay: how many, how fast, in which format, with what mixed in.
+
+    Raises ConfigError naming the first out-of-range option.
+    """
 
     count: int | None = None  # None: every row once
     rate: float = 0.0  # transactions per second; 0 = as fast as possible
@@ -59,8 +62,12 @@ class ReplayOptions:
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {value}")
-        if self.rate < 0:
+        if not self.rate >= 0:  # `not >=` also refuses NaN
             raise ConfigError(f"rate must be >= 0, got {self.rate}")
+        if self.count is not None and self.count < 0:
+            raise ConfigError(f"count must be >= 0, got {self.count}")
+        if self.n_cards < 1:
+            raise ConfigError(f"cards must be >= 1, got {self.n_cards}")
 
 
 @dataclass

@@ -85,6 +85,11 @@ def score_batch(
         ids = transaction_ids if rows.size == n else [transaction_ids[i] for i in rows.tolist()]
         hit, probs = cache.lookup(model.version, ids)
         miss = np.flatnonzero(~hit)
+        repeats = _repeats_within(ids, miss)
+        if repeats is not None:  # redelivered inside this very batch: score the first copy only
+            later, first = repeats
+            hit[later] = True
+            miss = np.setdiff1d(miss, later, assume_unique=True)
         if miss.size:
             everything = miss.size == n
             began = time.perf_counter()
@@ -94,6 +99,8 @@ def score_batch(
             cache.store(
                 model.version, ids if everything else [ids[i] for i in miss.tolist()], fresh
             )
+        if repeats is not None:
+            probs[later] = probs[first]
         probability[rows] = probs
         cache_hit[rows] = hit
     block = np.array([m.block_threshold for m in models], dtype=np.float64)[variant]
@@ -109,3 +116,23 @@ def score_batch(
         model_versions=[m.version for m in models],
         inference_seconds=inference_seconds,
     )
+
+
+def _repeats_within(
+    ids: Sequence[bytes], miss: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
+    """Missed rows whose transaction id appeared earlier in the same batch: (later, first).
+
+    None when every missed id is distinct (the usual case), decided by one C-level set build.
+    """
+    missed = [ids[i] for i in miss.tolist()] if miss.size != len(ids) else list(ids)
+    if len(set(missed)) == len(missed):
+        return None
+    first_seen: dict[bytes, int] = {}
+    later, first = [], []
+    for row, tx in zip(miss.tolist(), missed, strict=True):
+        earlier = first_seen.setdefault(tx, row)
+        if earlier != row:
+            later.append(row)
+            first.append(earlier)
+    return np.array(later, dtype=np.intp), np.array(first, dtype=np.intp)

@@ -39,7 +39,7 @@ from streams.config import KafkaSettings, TopicNames
 from streams.delivery import CommitTracker, PendingBatch
 from streams.dlq import DlqGuard, DlqLimit, dlq_headers
 from streams.drift import DriftConfig, DriftMonitor, encode_snapshot
-from streams.errors import ConfigError, PoisonMessage
+from streams.errors import ConfigError, DlqLimitExceeded, PoisonMessage
 from streams.metrics import ScorerMetrics
 from streams.score import OUTCOMES, VARIANTS, Serving, score_batch
 from streams.topics import DLQ_MAX_MESSAGE_BYTES
@@ -129,6 +129,7 @@ class Scorer:
         self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
         self._drift: DriftMonitor | None = None
         self._next_lag_check = 0.0
+        self._failed = False
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch and shut down cleanly (thread-safe)."""
@@ -161,6 +162,15 @@ class Scorer:
                 self._housekeeping()
             self._tracker.drain()
             self._publish_drift(final=True)
+        except DlqLimitExceeded:
+            # The tripping batch was never produced; the good batches before it may commit.
+            self._tracker.drain()
+            self._failed = True
+            raise
+        except BaseException:
+            # Nothing unacknowledged may be committed: close() must not drain (and commit) again.
+            self._failed = True
+            raise
         finally:
             self._producer.flush(10)
             self._consumer.close()
@@ -337,7 +347,13 @@ class Scorer:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Before giving partitions up: wait for every ack and commit what we own."""
+        """Before giving partitions up: wait for every ack and commit what we own.
+
+        After a failure (DLQ limit, refused record) nothing more is committed: the partitions'
+        next owner starts from the last offset that is known to be fully acknowledged.
+        """
+        if self._failed:
+            return
         log.info(
             "%s revoking partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
