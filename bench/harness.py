@@ -1,0 +1,209 @@
+"""Benchmark building blocks: a real broker, pre-filled topics, real scorer processes.
+
+Everything here measures the product as deployed: ``sentinel score`` subprocesses in a consumer
+group on the real Apache Kafka broker, fed by the real replayer, observed through the decisions
+topic and the scorer's own Prometheus endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.config import TopicNames
+
+SENTINEL = [sys.executable, "-m", "streams.cli"]
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_topics(bootstrap: str, partitions: int = 6) -> TopicNames:
+    """A fresh, uniquely named set of product topics."""
+    run = uuid.uuid4().hex[:6]
+    names = TopicNames(
+        **{
+            role: f"bench-{run}-{getattr(TopicNames(), role)}"
+            for role in ("transactions", "decisions", "drift", "control", "control_events", "dlq")
+        }
+    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    specs = [
+        NewTopic(names.transactions, partitions, 1),
+        NewTopic(names.decisions, partitions, 1),
+        NewTopic(names.dlq, 1, 1),
+        NewTopic(names.drift, 1, 1),
+        NewTopic(names.control, 1, 1, config={"retention.ms": "-1"}),
+        NewTopic(names.control_events, 1, 1),
+    ]
+    for future in admin.create_topics(specs).values():
+        future.result(30)
+    return names
+
+
+def topic_flags(topics: TopicNames) -> list[str]:
+    return [
+        f"--topic-{role.replace('_', '-')}={getattr(topics, role)}"
+        for role in ("transactions", "decisions", "drift", "control", "control_events", "dlq")
+    ]
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
+    }
+    consumer.close()
+    return ends
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+    consumer.close()
+    return sum(max(tp.offset, 0) for tp in committed)
+
+
+@dataclass
+class Scorer:
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+    log_path: Path
+
+    def metrics(self) -> dict[str, float]:
+        """The scorer's Prometheus exposition, as {series: value}."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
+        series: dict[str, float] = {}
+        for line in text.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                series[name] = float(value)
+        return series
+
+
+@contextmanager
+def scorer(
+    bootstrap: str,
+    topics: TopicNames,
+    models_dir: Path,
+    group: str,
+    *extra: str,
+    workers: int = 1,
+) -> Iterator[Scorer]:
+    """A ``sentinel score`` process (``workers`` processes); stopped with SIGTERM on exit."""
+    port = free_port()
+    log_path = Path(f"/tmp/bench-scorer-{uuid.uuid4().hex[:6]}.log")
+    cmd = [
+        *SENTINEL,
+        "score",
+        f"--bootstrap-servers={bootstrap}",
+        f"--models-dir={models_dir}",
+        f"--group-id={group}",
+        f"--metrics-port={port}",
+        f"--workers={workers}",
+        *topic_flags(topics),
+        *extra,
+    ]
+    env = {**os.environ, "SENTINEL_LOG_LEVEL": "INFO"}  # assignments are logged at INFO
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 90
+    # Ready = every worker owns partitions (a group join takes a few seconds).
+    while len(re.findall(rb"assigned partitions \[\d", log_path.read_bytes())) < workers:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"scorer did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+    try:
+        yield Scorer(proc, port, log_path)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+
+
+def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
+    """(count, seconds between the first and last decision's broker timestamps)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-span"})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    first, last, count = [], [], 0
+    for p in parts:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if high <= low:
+            continue
+        count += high - low
+        for offset, sink in ((low, first), (high - 1, last)):
+            consumer.assign([TopicPartition(topic, p, offset)])
+            msg = None
+            while msg is None or msg.error():
+                msg = consumer.poll(5)
+            sink.append(msg.timestamp()[1])
+    consumer.close()
+    return count, (max(last) - min(first)) / 1000.0
+
+
+def wait_for_commit(bootstrap: str, group: str, topic: str, total: int, timeout_s: float) -> float:
+    """Block until the group committed ``total`` offsets on ``topic``; returns the wait."""
+    began = time.monotonic()
+    while committed_total(bootstrap, group, topic) < total:
+        if time.monotonic() - began > timeout_s:
+            raise RuntimeError(f"group {group} did not commit {total} offsets in {timeout_s} s")
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+def read_latencies(bootstrap: str, topic: str, expected: int, timeout_s: float) -> np.ndarray:
+    """Consume ``expected`` decisions as they arrive; event time -> consumed, in ms."""
+    from schemas.decision_codec import decode_decision
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"lat-{uuid.uuid4().hex[:6]}",
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    latencies: list[float] = []
+    deadline = time.monotonic() + timeout_s
+    while len(latencies) < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, timeout=0.002):
+            if msg.error() is None:
+                now_ms = time.time() * 1000
+                latencies.append(now_ms - decode_decision(msg.value())["event_time"])
+    consumer.close()
+    return np.array(latencies)
+
+
+def stage_profile(metrics: dict[str, float]) -> dict[str, float]:
+    """µs per consumed message spent in each pipeline stage, from the scorer's own counters."""
+    consumed = metrics.get("sentinel_consumed_messages_total", 0.0)
+    profile = {}
+    for series, value in metrics.items():
+        match = re.fullmatch(r'sentinel_stage_seconds_total\{stage="(\w+)"\}', series)
+        if match and consumed:
+            profile[match.group(1)] = value / consumed * 1e6
+    return profile

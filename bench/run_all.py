@@ -1,0 +1,354 @@
+"""``make bench``: every benchmark in one run, against a real broker; writes bench/RESULTS.md.
+
+Scenarios (each on fresh topics/groups, the same broker, the same model):
+  drain      pre-fill N transactions, start the scorer, time first->last decision (broker
+             timestamps): all-distinct (cache misses) and 99% redeliveries (cache hits), 1 and 2
+             workers; drift tracking on vs off; A/B split 50% vs none
+  latency    offered rates 1k, 10k tx/s and 50% of the measured maximum: event time -> decision
+             consumed by a reader in another process, p50/p95/p99/max
+  naive      the per-message loop of bench/naive.py on the same data: the ratio
+  profile    µs per message per stage, from the scorer's own Prometheus counters
+  control    a control command's latency from publish to acked by every instance
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from bench.harness import (
+    SENTINEL,
+    decision_span,
+    log,
+    make_topics,
+    read_latencies,
+    scorer,
+    stage_profile,
+    wait_for_commit,
+)
+from bench.naive import run_naive
+from ops.kafka_broker import KAFKA_VERSION, provide_bootstrap
+from streams.config import KafkaSettings
+from streams.replay import ReplayOptions, load_csv, replay
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=1_000_000, help="pre-filled per workload")
+    parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--naive-messages", type=int, default=20_000)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    models_dir = Path(args.models_dir)
+    if not (models_dir / "current").exists():
+        log("no models/current: training the default model first")
+        subprocess.run([*SENTINEL, "train", "--activate", f"--models-dir={models_dir}"], check=True)
+    features, labels = load_csv(_source_csv())
+    results: dict[str, Any] = {
+        "messages": args.messages,
+        "started": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    with provide_bootstrap() as bootstrap:
+        base = make_topics(bootstrap)
+        distinct = base.transactions
+        hot = make_topics(bootstrap).transactions
+        log(f"pre-filling {args.messages:,} distinct + {args.messages:,} redelivered transactions")
+        replay(
+            KafkaSettings(bootstrap),
+            distinct,
+            features,
+            labels,
+            ReplayOptions(count=args.messages),
+            True,
+        )
+        replay(
+            KafkaSettings(bootstrap),
+            hot,
+            features,
+            labels,
+            ReplayOptions(count=args.messages, duplicate_fraction=0.99, seed=2),
+            True,
+        )
+        drains = results["drain"] = []
+        for workers in (1, 2):
+            for name, topic in (("all distinct", distinct), ("99% cache hits", hot)):
+                drains.append(_drain(bootstrap, topic, models_dir, name, args.messages, workers))
+        drains.append(
+            _drain(
+                bootstrap,
+                distinct,
+                models_dir,
+                "all distinct, drift off",
+                args.messages,
+                1,
+                "--drift-interval-s=0",
+            )
+        )
+        candidate = _candidate(models_dir)
+        if candidate:
+            drains.append(
+                _drain(
+                    bootstrap,
+                    distinct,
+                    models_dir,
+                    "all distinct, A/B split 50%",
+                    args.messages,
+                    1,
+                    ab=(candidate, 50),
+                )
+            )
+        best = max(d["tx_per_s"] for d in drains if d["workload"] == "all distinct")
+        results["latency"] = [
+            _latency(bootstrap, models_dir, features, labels, rate)
+            for rate in (1_000, 10_000, int(best * 0.5))
+        ]
+        log(f"naive baseline on {args.naive_messages:,} messages")
+        naive_rate = run_naive(
+            bootstrap, distinct, make_topics(bootstrap).decisions, models_dir, args.naive_messages
+        )
+        results["naive"] = {"tx_per_s": naive_rate, "ratio": best / naive_rate}
+        if candidate:
+            results["control"] = _control_latency(bootstrap, models_dir, candidate)
+    _write(results, Path(args.out))
+    print(Path(args.out).read_text())
+    return 0
+
+
+def _source_csv() -> Path:
+    for path in (Path("data/creditcard.csv"), Path("data/replay.csv")):
+        if path.exists():
+            return path
+    from training.synth import generate
+
+    path = Path("data/replay.csv")
+    path.parent.mkdir(exist_ok=True)
+    generate(rows=100_000, seed=2026).to_csv(path, index=False)
+    return path
+
+
+def _candidate(models_dir: Path) -> str | None:
+    active = (models_dir / "current").read_text().strip()
+    others = sorted(p.name for p in models_dir.glob("v*") if p.is_dir() and p.name != active)
+    if others:
+        return others[-1]
+    log("training a candidate model for the A/B scenarios")
+    out = subprocess.run(
+        [*SENTINEL, "train", "--rows=80000", "--seed=8", f"--models-dir={models_dir}"], check=False
+    )
+    others = sorted(p.name for p in models_dir.glob("v*") if p.is_dir() and p.name != active)
+    return others[-1] if out.returncode == 0 and others else None
+
+
+def _publish(bootstrap: str, topic: str, command: str, **arguments: object) -> str:
+    from streams.control import new_command
+
+    cmd = new_command(command, arguments, issuer="bench")
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, cmd.encode())
+    producer.flush(10)
+    return cmd.command_id
+
+
+def _drain(
+    bootstrap: str,
+    source: str,
+    models_dir: Path,
+    workload: str,
+    total: int,
+    workers: int,
+    *extra: str,
+    ab: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    topics = replace(make_topics(bootstrap), transactions=source)
+    if ab is not None:
+        _publish(bootstrap, topics.control, "ab_setup", candidate_version=ab[0])
+        _publish(bootstrap, topics.control, "ab_split", percent=ab[1])
+    group = f"drain-{uuid.uuid4().hex[:6]}"
+    log(f"drain: {workload}, {workers} worker(s)")
+    with scorer(bootstrap, topics, models_dir, group, *extra, workers=workers) as proc:
+        wait_for_commit(bootstrap, group, source, total, timeout_s=900)
+        profile = stage_profile(proc.metrics()) if workers == 1 else {}
+    count, seconds = decision_span(bootstrap, topics.decisions)
+    row = {
+        "workload": workload,
+        "workers": workers,
+        "decisions": count,
+        "seconds": seconds,
+        "tx_per_s": count / seconds,
+        "profile_us": profile,
+    }
+    log(f"  {row['tx_per_s']:,.0f} tx/s ({count:,} decisions in {seconds:.1f} s)")
+    return row
+
+
+def _reader(bootstrap: str, topic: str, expected: int, timeout_s: float, out: str) -> None:
+    np.save(out, read_latencies(bootstrap, topic, expected, timeout_s))
+
+
+def _latency(
+    bootstrap: str, models_dir: Path, features: np.ndarray, labels: np.ndarray, rate: int
+) -> dict[str, Any]:
+    topics = make_topics(bootstrap)
+    count = int(rate * 10)
+    out = f"/tmp/latency-{uuid.uuid4().hex[:6]}.npy"
+    log(f"latency at {rate:,} tx/s offered ({count:,} transactions)")
+    with scorer(bootstrap, topics, models_dir, f"lat-{uuid.uuid4().hex[:6]}"):
+        reader = multiprocessing.get_context("spawn").Process(
+            target=_reader, args=(bootstrap, topics.decisions, count, 120.0, out)
+        )
+        reader.start()
+        time.sleep(1.0)
+        sent = replay(
+            KafkaSettings(bootstrap),
+            topics.transactions,
+            features,
+            labels,
+            ReplayOptions(count=count, rate=rate, seed=4),
+        )
+        reader.join(180)
+    latencies = np.load(out)
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    row = {
+        "offered": rate,
+        "achieved": sent.sent / sent.seconds,
+        "decisions": len(latencies),
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "max": float(latencies.max()),
+    }
+    log(f"  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {row['max']:.1f} ms")
+    return row
+
+
+def _control_latency(bootstrap: str, models_dir: Path, candidate: str) -> dict[str, Any]:
+    """Publish -> acked by both instances, for 10 ab_split commands on a 2-instance fleet."""
+    topics = make_topics(bootstrap)
+    samples = []
+    with scorer(bootstrap, topics, models_dir, "ctl", workers=2):
+        _publish(bootstrap, topics.control, "ab_setup", candidate_version=candidate)
+        time.sleep(3)
+        events = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e-{uuid.uuid4().hex}"})
+        events.assign([TopicPartition(topics.control_events, 0, -1)])  # OFFSET_END
+        time.sleep(1)
+        for percent in range(5, 55, 5):
+            began = time.perf_counter()
+            command_id = _publish(bootstrap, topics.control, "ab_split", percent=percent)
+            acked: set[str] = set()
+            while len(acked) < 2 and time.perf_counter() - began < 30:
+                msg = events.poll(0.05)
+                if msg is None or msg.error():
+                    continue
+                event = json.loads(msg.value())
+                if event.get("command_id") == command_id and event.get("type") == "ack":
+                    acked.add(event["scorer_id"])
+            samples.append((time.perf_counter() - began) * 1000)
+        events.close()
+    return {
+        "commands": len(samples),
+        "p50_ms": float(np.median(samples)),
+        "max_ms": float(np.max(samples)),
+    }
+
+
+def _machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    import os
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python "
+        f"{platform.python_version()}, Apache Kafka {KAFKA_VERSION} (local KRaft broker on "
+        "the same machine)"
+    )
+
+
+def _write(results: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `make bench` (`python -m bench.run_all`), run {results['started']} UTC.",
+        f"Machine: {_machine()}.",
+        f"Each drain pre-fills {results['messages']:,} transactions; the broker, replayer and "
+        "scorer(s) share the machine's cores.",
+        "",
+        "## Drain throughput (first -> last decision, broker timestamps)",
+        "",
+        "| workload | workers | decisions | seconds | tx/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for d in results["drain"]:
+        lines.append(
+            f"| {d['workload']} | {d['workers']} | {d['decisions']:,} | "
+            f"{d['seconds']:.1f} | {d['tx_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        "## Latency: event time -> decision consumed (ms)",
+        "",
+        "| offered tx/s | achieved tx/s | decisions | p50 | p95 | p99 | max |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["latency"]:
+        lines.append(
+            f"| {r['offered']:,} | {r['achieved']:,.0f} | {r['decisions']:,} | "
+            f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} |"
+        )
+    naive = results["naive"]
+    lines += [
+        "",
+        "## Against the naive per-message loop (bench/naive.py)",
+        "",
+        f"Naive: {naive['tx_per_s']:,.0f} tx/s. Scorer (best all-distinct drain) / naive = "
+        f"**{naive['ratio']:.1f}x**.",
+        "",
+    ]
+    profile = next((d["profile_us"] for d in results["drain"] if d["profile_us"]), {})
+    if profile:
+        lines += [
+            "## Per-stage profile (1 worker, all distinct; µs per message)",
+            "",
+            "| " + " | ".join(profile) + " | total |",
+            "|" + "---:|" * (len(profile) + 1),
+            "| "
+            + " | ".join(f"{v:.2f}" for v in profile.values())
+            + f" | {sum(profile.values()):.2f} |",
+            "",
+        ]
+    if "control" in results:
+        c = results["control"]
+        lines += [
+            "## Control plane",
+            "",
+            f"`ab_split` publish -> acked by both instances of a 2-worker fleet, "
+            f"{c['commands']} commands: median {c['p50_ms']:.0f} ms, max {c['max_ms']:.0f} ms.",
+            "",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
