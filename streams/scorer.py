@@ -153,12 +153,13 @@ class Scorer:
             while not self._stopping.is_set():
                 began = time.perf_counter()
                 messages = self._consumer.consume(cfg.max_batch, timeout=cfg.max_wait_s)
-                self._metrics.stage_seconds.labels("poll").inc(time.perf_counter() - began)
-                if messages:
+                if messages:  # idle polls are waiting, not work: keep them out of the profile
+                    self._metrics.stage_seconds.labels("poll").inc(time.perf_counter() - began)
                     self._process(messages)
-                began = time.perf_counter()
-                self._tracker.commit_ready()
-                self._metrics.stage_seconds.labels("commit").inc(time.perf_counter() - began)
+                if len(self._tracker):
+                    began = time.perf_counter()
+                    self._tracker.commit_ready()
+                    self._metrics.stage_seconds.labels("commit").inc(time.perf_counter() - began)
                 self._housekeeping()
             self._tracker.drain()
             self._publish_drift(final=True)
