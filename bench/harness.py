@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.config import TopicNames
@@ -174,8 +174,11 @@ def wait_for_commit(bootstrap: str, group: str, topic: str, total: int, timeout_
     return time.monotonic() - began
 
 
-def read_latencies(bootstrap: str, topic: str, expected: int, timeout_s: float) -> np.ndarray:
-    """Consume ``expected`` decisions as they arrive; event time -> consumed, in ms."""
+def read_latencies(
+    bootstrap: str, topic: str, start: dict[int, int], expected: int, timeout_s: float
+) -> np.ndarray:
+    """Consume ``expected`` decisions from ``start`` offsets as they arrive; event time ->
+    consumed, in ms."""
     from schemas.decision_codec import decode_decision
 
     consumer = Consumer(
@@ -185,8 +188,7 @@ def read_latencies(bootstrap: str, topic: str, expected: int, timeout_s: float) 
             "fetch.wait.max.ms": 5,
         }
     )
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
     latencies: list[float] = []
     deadline = time.monotonic() + timeout_s
     while len(latencies) < expected and time.monotonic() < deadline:

@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench.harness import (
     SENTINEL,
     decision_span,
+    end_offsets,
     log,
     make_topics,
     read_latencies,
@@ -197,30 +198,34 @@ def _drain(
     return row
 
 
-def _reader(bootstrap: str, topic: str, expected: int, timeout_s: float, out: str) -> None:
-    np.save(out, read_latencies(bootstrap, topic, expected, timeout_s))
+def _reader(
+    bootstrap: str, topic: str, start: dict[int, int], expected: int, timeout_s: float, out: str
+) -> None:
+    np.save(out, read_latencies(bootstrap, topic, start, expected, timeout_s))
 
 
 def _latency(
     bootstrap: str, models_dir: Path, features: np.ndarray, labels: np.ndarray, rate: int
 ) -> dict[str, Any]:
+    """Offer ``rate`` tx/s for 10 s to a warmed-up scorer; a reader in another process stamps
+    each decision as it is consumed."""
     topics = make_topics(bootstrap)
     count = int(rate * 10)
     out = f"/tmp/latency-{uuid.uuid4().hex[:6]}.npy"
-    log(f"latency at {rate:,} tx/s offered ({count:,} transactions)")
+    settings = KafkaSettings(bootstrap)
+    log(f"latency at {rate:,} tx/s offered ({count:,} transactions, after a 3 s warm-up)")
     with scorer(bootstrap, topics, models_dir, f"lat-{uuid.uuid4().hex[:6]}"):
+        warm = ReplayOptions(count=rate * 3, rate=rate, seed=3)
+        replay(settings, topics.transactions, features, labels, warm)
+        wait_until_decided(bootstrap, topics.decisions, warm.count or 0)
+        start = end_offsets(bootstrap, topics.decisions)
         reader = multiprocessing.get_context("spawn").Process(
-            target=_reader, args=(bootstrap, topics.decisions, count, 120.0, out)
+            target=_reader, args=(bootstrap, topics.decisions, start, count, 120.0, out)
         )
         reader.start()
-        time.sleep(1.0)
-        sent = replay(
-            KafkaSettings(bootstrap),
-            topics.transactions,
-            features,
-            labels,
-            ReplayOptions(count=count, rate=rate, seed=4),
-        )
+        time.sleep(2.0)  # the reader process is up and assigned
+        options = ReplayOptions(count=count, rate=rate, seed=4)
+        sent = replay(settings, topics.transactions, features, labels, options)
         reader.join(180)
     latencies = np.load(out)
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
@@ -235,6 +240,14 @@ def _latency(
     }
     log(f"  p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms, max {row['max']:.1f} ms")
     return row
+
+
+def wait_until_decided(bootstrap: str, topic: str, count: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while sum(end_offsets(bootstrap, topic).values()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{topic} did not reach {count} decisions")
+        time.sleep(0.2)
 
 
 def _control_latency(bootstrap: str, models_dir: Path, candidate: str) -> dict[str, Any]:
