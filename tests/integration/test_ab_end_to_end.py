@@ -121,9 +121,12 @@ def when(event: Event) -> float:
 
 
 def start_fleet(scorers: ScorerLauncher, operator: Operator) -> None:
+    """Start the fleet; return once every member owns partitions (a group join takes seconds)
+    and every member's heartbeat is on control-events."""
     began = time.time()
-    for scorer_id in FLEET:
-        scorers.start(scorer_id=scorer_id)
+    fleet = [scorers.start(scorer_id=scorer_id) for scorer_id in FLEET]
+    for scorer in fleet:
+        scorer.wait_assigned()
     operator.heartbeats_after(began - 1)
 
 

@@ -138,6 +138,7 @@ def test_kill_minus_nine_loses_nothing_and_duplicates_only_the_uncommitted_tail(
     source: tuple[np.ndarray, np.ndarray],
 ) -> None:
     first = scorers.start()
+    first.wait_assigned()  # so the kill lands mid-stream, with an uncommitted tail in flight
     sent = send(kafka_bootstrap, scorer_topics.transactions, source, count=20_000, rate=8_000)
     time.sleep(0.5)
     first.kill()
