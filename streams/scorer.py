@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -98,8 +98,8 @@ class Scorer:
         self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
         self._dlq_guard = DlqGuard(config.dlq_limit)
         self.decision_counts: Counter[tuple[str, str, str]] = Counter()
-        self._consumer = Consumer(
-            config.kafka.client_config(
+        consumer_config: dict[str, Any] = {
+            **config.kafka.client_config(
                 {
                     "group.id": config.group_id,
                     "client.id": config.scorer_id,
@@ -108,8 +108,10 @@ class Scorer:
                     "partition.assignment.strategy": "cooperative-sticky",
                     "fetch.max.bytes": 8 * 1024 * 1024,
                 }
-            )
-        )
+            ),
+            "on_commit": self._on_commit,
+        }
+        self._consumer = Consumer(consumer_config)
         self._producer = Producer(
             config.kafka.client_config(
                 {
@@ -342,6 +344,9 @@ class Scorer:
                 log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
         return kept
 
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._tracker.on_commit(error, partitions)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info(
             "%s assigned partitions %s", self.config.scorer_id, [p.partition for p in partitions]
@@ -359,6 +364,7 @@ class Scorer:
             "%s revoking partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
         self._tracker.drain()
+        self._tracker.forget(partitions)
         for tp in partitions:
             self._metrics.consumer_lag.remove(str(tp.partition))
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.delivery import CommitTracker, PendingBatch
 from streams.errors import DeliveryError
@@ -69,10 +69,25 @@ class FakeProducer:
 
 @dataclass
 class FakeConsumer:
-    commits: list[tuple[Offsets, bool]] = field(default_factory=list)
+    """Records commits. Like the group coordinator it confirms each asynchronous commit through
+    the ``on_commit`` callback and returns the partitions of a synchronous one; ``failing``
+    commits are refused (as during a rebalance) instead."""
 
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+    commits: list[tuple[Offsets, bool]] = field(default_factory=list)
+    on_commit: Any = None
+    failing: int = 0
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> Any:
         self.commits.append(({(tp.topic, tp.partition): tp.offset for tp in offsets}, asynchronous))
+        refused = self.failing > 0
+        self.failing -= refused
+        if asynchronous:
+            error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS) if refused else None
+            self.on_commit(error, [] if refused else offsets)
+            return None
+        if refused:
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+        return offsets
 
 
 class Harness:
@@ -87,6 +102,7 @@ class Harness:
             cast(Producer, self.producer),
             on_complete=self.completed.append,
         )
+        self.consumer.on_commit = self.tracker.on_commit
 
     def send(self, next_offsets: Offsets, n_records: int) -> list[FakeRecord]:
         """Produce one batch's records the way the scorer does: the batch is their callback."""
@@ -201,3 +217,32 @@ def test_drain_with_nothing_pending_commits_nothing() -> None:
     h = Harness()
     h.tracker.drain()
     assert h.committed() == []
+
+
+def test_a_refused_commit_is_retried_until_the_coordinator_confirms_it() -> None:
+    h = Harness()
+    h.consumer.failing = 1  # e.g. REBALANCE_IN_PROGRESS while the group rebalances
+    h.producer.ack(*h.send({("transactions", 3): 45_210}, 2))
+    assert h.tracker.commit_ready() == 1
+    assert len(h.tracker) == 1  # acknowledged, but the commit is not confirmed
+
+    # No new batch for that partition ever arrives; the next loop still commits the offset.
+    assert h.tracker.commit_ready() == 0
+    assert h.committed() == [{("transactions", 3): 45_210}] * 2
+    assert len(h.tracker) == 0
+    h.tracker.commit_ready()
+    assert len(h.consumer.commits) == 2  # confirmed offsets are not committed again
+
+
+def test_a_failed_synchronous_commit_keeps_the_offsets_and_revoked_partitions_are_forgotten() -> (
+    None
+):
+    h = Harness()
+    h.consumer.failing = 1
+    h.producer.ack(*h.send({("transactions", 0): 5, ("transactions", 1): 9}, 1))
+    h.tracker.drain()  # the sync commit is refused: logged, not raised, offsets kept
+    assert len(h.tracker) == 1
+    h.tracker.forget([TopicPartition("transactions", 0)])
+    h.tracker.drain()
+    assert h.committed()[-1] == {("transactions", 1): 9}
+    assert len(h.tracker) == 0
