@@ -299,6 +299,52 @@ def _machine() -> str:
     )
 
 
+def _goals(results: dict[str, Any]) -> list[str]:
+    """The issue's goals against this run's figures (computed, not hand-written)."""
+
+    def drain(workload: str) -> float:
+        return max(d["tx_per_s"] for d in results["drain"] if d["workload"] == workload)
+
+    at_10k = next(r for r in results["latency"] if r["offered"] == 10_000)
+    drift_on, drift_off = drain("all distinct"), drain("all distinct, drift off")
+    rows = [
+        ("drain, all distinct", ">= 50,000 tx/s", f"{drift_on:,.0f} tx/s", drift_on >= 50_000),
+        (
+            "drain, 99% cache hits",
+            ">= 100,000 tx/s",
+            f"{drain('99% cache hits'):,.0f} tx/s",
+            drain("99% cache hits") >= 100_000,
+        ),
+        ("p99 at 10k tx/s offered", "<= 20 ms", f"{at_10k['p99']:.1f} ms", at_10k["p99"] <= 20),
+        (
+            "against the naive loop",
+            ">= 10x",
+            f"{results['naive']['ratio']:.1f}x",
+            results["naive"]["ratio"] >= 10,
+        ),
+        (
+            "drift tracking cost",
+            "< 5%",
+            f"{1 - drift_on / drift_off:.1%}",
+            1 - drift_on / drift_off < 0.05,
+        ),
+    ]
+    lines = [
+        "## Goals (from the issues) against this run",
+        "",
+        "| goal | target | measured | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {g} | {t} | {m} | {'yes' if ok else '**no**'} |" for g, t, m, ok in rows]
+    if "all distinct, A/B split 50%" in {d["workload"] for d in results["drain"]}:
+        ab = drain("all distinct, A/B split 50%")
+        lines.append(
+            f"\nDrain during a 50% A/B split: {ab:,.0f} tx/s, "
+            f"{ab / drift_on:.0%} of the no-split drain."
+        )
+    return [*lines, ""]
+
+
 def _write(results: dict[str, Any], path: Path) -> None:
     lines = [
         "# Benchmark results",
@@ -351,6 +397,7 @@ def _write(results: dict[str, Any], path: Path) -> None:
             + f" | {sum(profile.values()):.2f} |",
             "",
         ]
+    lines += _goals(results)
     if "control" in results:
         c = results["control"]
         lines += [
