@@ -407,7 +407,10 @@ def _write(results: dict[str, Any], path: Path) -> None:
             f"{c['commands']} commands: median {c['p50_ms']:.0f} ms, max {c['max_ms']:.0f} ms.",
             "",
         ]
-    path.write_text("\n".join(lines) + "\n")
+    # The hand-written reading of the figures survives a re-run (update it when they move).
+    marker = "## Reading these figures"
+    kept = path.read_text().partition(marker) if path.exists() else ("", "", "")
+    path.write_text("\n".join(lines) + "\n" + (marker + kept[2] if kept[1] else ""))
 
 
 if __name__ == "__main__":
