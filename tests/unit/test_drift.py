@@ -19,12 +19,12 @@ from streams.drift import (
     DriftConfig,
     DriftMonitor,
     DriftSnapshot,
-    build_baseline,
     decode_snapshot,
     encode_snapshot,
     merge_snapshots,
     population_stability_index,
 )
+from streams.drift_baseline import build_baseline
 from streams.errors import ConfigError, ModelLoadError, SchemaError
 from streams.metrics import ScorerMetrics
 
