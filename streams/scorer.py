@@ -56,7 +56,7 @@ class ScorerConfig:
     scorer_id: str
     group_id: str = "sentinel-scorer"
     max_batch: int = 2_000
-    max_wait_s: float = 0.005
+    max_wait_s: float = 0.001
     cache_capacity: int = 10_000
     cache_ttl_s: float = 2.0
     max_message_bytes: int = 65_536

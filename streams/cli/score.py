@@ -58,7 +58,7 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "--max-wait-ms",
         "SENTINEL_MAX_WAIT_MS",
-        5.0,
+        1.0,
         "max wait to fill a micro-batch (bounds added latency at low rates)",
         type=positive_float,
     )
