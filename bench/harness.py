@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ops.kafka_broker import free_ports
 from streams.config import TopicNames
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
@@ -32,12 +32,6 @@ SENTINEL = [sys.executable, "-m", "streams.cli"]
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_topics(bootstrap: str, partitions: int = 6) -> TopicNames:
@@ -115,7 +109,7 @@ def scorer(
     workers: int = 1,
 ) -> Iterator[Scorer]:
     """A ``sentinel score`` process (``workers`` processes); stopped with SIGTERM on exit."""
-    port = free_port()
+    (port,) = free_ports(1)
     log_path = Path(f"/tmp/bench-scorer-{uuid.uuid4().hex[:6]}.log")
     cmd = [
         *SENTINEL,

@@ -91,8 +91,8 @@ def require_tools(cache_dir: Path = DEFAULT_CACHE_DIR) -> str:
     return java
 
 
-def _free_ports(count: int) -> list[int]:
-    # All sockets stay bound until every port is picked, so the ports are distinct.
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all stay bound until every one is picked)."""
     with contextlib.ExitStack() as stack:
         ports = []
         for _ in range(count):
@@ -207,7 +207,7 @@ class LocalBroker:
         if fresh:
             shutil.rmtree(data_dir, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        port, controller_port = _free_ports(2)
+        port, controller_port = free_ports(2)
         config_file = self._write_config(data_dir, port, controller_port)
         if not (data_dir / "meta.properties").exists():
             self._format(java, jar_dir, config_file)

@@ -177,11 +177,9 @@ def _prepare_data(rows: int) -> Path:
 @contextmanager
 def _scorer(kafka: list[str], models_dir: Path) -> Iterator[int]:
     """A real ``sentinel score`` process, stopped with SIGTERM (finish, flush, commit)."""
-    import socket
+    from ops.kafka_broker import free_ports
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    (port,) = free_ports(1)
     log_path = Path(".sentinel/demo-scorer.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [

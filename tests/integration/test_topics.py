@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from ops.kafka_broker import free_ports
 from streams.cli import main
 from streams.config import KafkaSettings
 from streams.errors import BrokerError
@@ -184,9 +184,7 @@ def test_dlq_accepts_a_record_larger_than_the_transactions_topic_does(
 
 
 def test_unreachable_cluster_is_one_clear_error() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    (port,) = free_ports(1)  # nothing listens there
     admin = TopicAdmin(KafkaSettings(f"127.0.0.1:{port}"), timeout_s=2)
     with pytest.raises(BrokerError, match=f"cannot reach Kafka at 127.0.0.1:{port}"):
         admin.partition_counts(["transactions"])
