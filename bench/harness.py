@@ -25,7 +25,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.kafka_broker import free_ports
-from streams.config import TopicNames
+from streams.config import KafkaSettings, TopicNames
+from streams.topics import TopicAdmin
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
 
@@ -62,24 +63,6 @@ def topic_flags(topics: TopicNames) -> list[str]:
         f"--topic-{role.replace('_', '-')}={getattr(topics, role)}"
         for role in ("transactions", "decisions", "drift", "control", "control_events", "dlq")
     ]
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-probe"})
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts
-    }
-    consumer.close()
-    return ends
-
-
-def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-    consumer.close()
-    return sum(max(tp.offset, 0) for tp in committed)
 
 
 @dataclass
@@ -161,7 +144,8 @@ def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
 def wait_for_commit(bootstrap: str, group: str, topic: str, total: int, timeout_s: float) -> float:
     """Block until the group committed ``total`` offsets on ``topic``; returns the wait."""
     began = time.monotonic()
-    while committed_total(bootstrap, group, topic) < total:
+    admin = TopicAdmin(KafkaSettings(bootstrap))
+    while sum(max(o, 0) for o in admin.committed(group, topic).values()) < total:
         if time.monotonic() - began > timeout_s:
             raise RuntimeError(f"group {group} did not commit {total} offsets in {timeout_s} s")
         time.sleep(0.5)

@@ -31,7 +31,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench.harness import (
     SENTINEL,
     decision_span,
-    end_offsets,
     log,
     make_topics,
     read_latencies,
@@ -43,6 +42,7 @@ from bench.naive import run_naive
 from ops.kafka_broker import KAFKA_VERSION, provide_bootstrap
 from streams.config import KafkaSettings
 from streams.replay import ReplayOptions, load_csv, replay
+from streams.topics import TopicAdmin
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -218,7 +218,7 @@ def _latency(
         warm = ReplayOptions(count=rate * 3, rate=rate, seed=3)
         replay(settings, topics.transactions, features, labels, warm)
         wait_until_decided(bootstrap, topics.decisions, warm.count or 0)
-        start = end_offsets(bootstrap, topics.decisions)
+        start = TopicAdmin(settings).end_offsets(topics.decisions)
         reader = multiprocessing.get_context("spawn").Process(
             target=_reader, args=(bootstrap, topics.decisions, start, count, 120.0, out)
         )
@@ -243,8 +243,9 @@ def _latency(
 
 
 def wait_until_decided(bootstrap: str, topic: str, count: int, timeout_s: float = 120) -> None:
+    admin = TopicAdmin(KafkaSettings(bootstrap))
     deadline = time.monotonic() + timeout_s
-    while sum(end_offsets(bootstrap, topic).values()) < count:
+    while sum(admin.end_offsets(topic).values()) < count:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{topic} did not reach {count} decisions")
         time.sleep(0.2)

@@ -276,6 +276,22 @@ class TopicAdmin:
             described.append(TopicDescription(spec.role, spec.name, True, shown, offsets))
         return described
 
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Each partition's end offset (high watermark) of ``topic``; BrokerError if absent."""
+        partitions = self._partitions_of(topic)
+        return {p: end for (_, p), end in self._end_offsets(partitions).items()}
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """``group``'s committed offset per partition of ``topic`` (-1001: never committed)."""
+        partitions = self._partitions_of(topic)
+        return {p: offset for (_, p), offset in self._committed(group, partitions).items()}
+
+    def _partitions_of(self, topic: str) -> list[TopicPartition]:
+        count = self.partition_counts([topic]).get(topic)
+        if count is None:
+            raise BrokerError(f"topic {topic!r} does not exist")
+        return [TopicPartition(topic, p) for p in range(count)]
+
     def _end_offsets(self, partitions: Sequence[TopicPartition]) -> dict[tuple[str, int], int]:
         def request(keys: list[TopicPartition]) -> dict[TopicPartition, Future[Any]]:
             latest = {tp: OffsetSpec.latest() for tp in keys}  # type: ignore[no-untyped-call]

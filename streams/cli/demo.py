@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from streams.config import KafkaSettings, TopicNames
+from streams.topics import TopicAdmin
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
 
@@ -241,20 +242,6 @@ def _replay(
     return result
 
 
-def _end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
-    """Each partition's end offset now: where "what comes next" starts."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(settings.client_config({"group.id": "demo-offsets"}))
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in partitions
-    }
-    consumer.close()
-    return ends
-
-
 class _DecisionReader(threading.Thread):
     """Reads decisions from given offsets as they arrive, stamping when each was consumed."""
 
@@ -290,7 +277,7 @@ def _collect(
     settings: KafkaSettings, topic: str, run: Callable[[], Any]
 ) -> tuple[Any, list[tuple[dict[str, Any], float]]]:
     """Run a replay while reading the decisions it causes: (replay result, decisions)."""
-    reader = _DecisionReader(settings, topic, _end_offsets(settings, topic))
+    reader = _DecisionReader(settings, topic, TopicAdmin(settings).end_offsets(topic))
     reader.start()
     sent = run()
     return sent, reader.wait_for(sent.sent - sent.bad)
@@ -320,7 +307,7 @@ def _summary(
     )
     blocked = sum(1 for d in rows if d["decision"] == "BLOCK")
     frauds = sum(1 for d in rows if sent.labels.get(d["transaction_id"].encode()) == 1)
-    dlq = _count(settings, topics.dlq)
+    dlq = sum(TopicAdmin(settings).end_offsets(topics.dlq).values())
     print("\n   Summary")
     print(f"   decisions           {len(rows):,} for {sent.sent:,} sent ({dlq} in the DLQ)")
     print(f"   throughput          {len(rows) / span:,.0f} decisions/s (burst replay)")
@@ -336,19 +323,6 @@ def _summary(
     print(f"   BLOCK precision     {tp / max(blocked, 1):.1%} ({tp} of {blocked})")
     print(f"   BLOCK recall        {tp / max(frauds, 1):.1%} ({tp} of {frauds} frauds)")
     print(f"   metrics             http://127.0.0.1:{metrics_port}/metrics")
-
-
-def _count(settings: KafkaSettings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(settings.client_config({"group.id": "demo-count"}))
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    total = 0
-    for p in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        total += high - low
-    consumer.close()
-    return total
 
 
 def _ab_sequence(

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from schemas.features import FEATURE_NAMES
 from streams.bundle import current_version, load_bundle
 from streams.config import KafkaSettings, TopicNames
 from streams.replay import ReplayOptions, ReplayResult, replay
+from streams.topics import TopicAdmin
 from tests.fixtures.scorer import ScorerLauncher, read_decisions, read_topic
 
 pytestmark = pytest.mark.integration
@@ -124,11 +124,7 @@ def test_dlq_limit_stops_the_scorer_loudly_without_committing_the_bad_batch(
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer(KafkaSettings(bootstrap).client_config({"group.id": group}))
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-    consumer.close()
-    return {tp.partition: tp.offset for tp in result}
+    return TopicAdmin(KafkaSettings(bootstrap)).committed(group, topic)
 
 
 def test_kill_minus_nine_loses_nothing_and_duplicates_only_the_uncommitted_tail(
