@@ -316,6 +316,10 @@ def _summary(
         "(event time -> decision consumed)"
     )
     print(
+        "                       on a broker started seconds ago, this varies run to run;"
+        " bench/RESULTS.md has the measured latency"
+    )
+    print(
         "   outcomes            "
         + "  ".join(f"{k} {outcomes[k]:,}" for k in ("ALLOW", "REVIEW", "BLOCK"))
     )
