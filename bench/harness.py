@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.kafka_broker import free_ports
 from streams.config import KafkaSettings, TopicNames
-from streams.topics import TopicAdmin
+from streams.tools.topics import TopicAdmin
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
 

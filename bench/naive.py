@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer
 
 from schemas.avro import record_codec
 from schemas.features import invalid_rows
-from streams.bundle import current_version, load_bundle
+from streams.model.loader import current_version, load_bundle
 
 
 def run_naive(

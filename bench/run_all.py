@@ -41,8 +41,8 @@ from bench.harness import (
 from bench.naive import run_naive
 from ops.kafka_broker import KAFKA_VERSION, provide_bootstrap
 from streams.config import KafkaSettings
-from streams.replay import ReplayOptions, load_csv, replay
-from streams.topics import TopicAdmin
+from streams.tools.replayer import ReplayOptions, load_csv, replay
+from streams.tools.topics import TopicAdmin
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -157,7 +157,7 @@ def _candidate(models_dir: Path) -> str | None:
 
 
 def _publish(bootstrap: str, topic: str, command: str, **arguments: object) -> str:
-    from streams.control import new_command
+    from streams.control.commands import new_command
 
     cmd = new_command(command, arguments, issuer="bench")
     producer = Producer({"bootstrap.servers": bootstrap})

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import BrokerError
+from schemas.errors import BrokerError
 
 KAFKA_VERSION = "4.1.1"
 POM_PATH = Path(__file__).parent / "kafka" / "pom.xml"

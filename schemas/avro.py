@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from fastavro.schema import to_parsing_canonical_form
 
-from streams.errors import PoisonMessage, SchemaError
+from schemas.errors import PoisonMessage, SchemaError
 
 Schema = dict[str, Any]
 

@@ -28,7 +28,7 @@ from schemas.avro import (
     record_codec,
     zigzag_varint,
 )
-from streams.errors import SchemaError
+from schemas.errors import SchemaError
 
 I64 = npt.NDArray[np.int64]
 

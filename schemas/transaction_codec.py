@@ -40,8 +40,8 @@ from schemas.avro import (
     utf8_strings,
     zigzag_varint,
 )
+from schemas.errors import PoisonMessage, SchemaError
 from schemas.features import N_FEATURES, N_PCA_FEATURES, invalid_rows
-from streams.errors import PoisonMessage, SchemaError
 
 I64 = npt.NDArray[np.int64]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from streams.errors import ConfigError
+from schemas.errors import ConfigError
 
 # librdkafka settings a user may pass through untouched (security, tuning). The scorer owns the
 # delivery-critical ones (group.id, enable.auto.commit, isolation, acks) and refuses overrides.

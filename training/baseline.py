@@ -1,6 +1,6 @@
 """The drift baseline: what the training data looked like, for the scorer's drift monitor.
 
-The binning itself is :func:`streams.drift_baseline.build_baseline`, the monitor's own code, so
+The binning itself is :func:`schemas.drift_baseline.build_baseline`, the monitor's own code, so
 training and serving cannot bin differently: decile edges (outer edges = min and max, outer bins
 open-ended), float32 values compared with ``x >= edge``. Features are summarised on the training
 rows; the score on held-out test rows, because live scores should look like scores on unseen data,
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.drift_baseline import build_baseline
+from schemas.drift_baseline import build_baseline
 
 
 def drift_baseline(

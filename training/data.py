@@ -3,7 +3,7 @@
 Validation is strict because a model trained on silently mangled data is worse than no model:
 missing or extra columns are named, the first bad value is reported with its CSV line number, and
 feature values go through :func:`schemas.features.invalid_rows`, the same rule the scorer applies
-to live transactions. Every problem raises :class:`~streams.errors.DataError` with one line.
+to live transactions. Every problem raises :class:`~schemas.errors.DataError` with one line.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from schemas.errors import DataError
 from schemas.features import CSV_COLUMNS, FEATURE_NAMES, invalid_rows
-from streams.errors import DataError
 from training import synth
 
 # A stratified three-way split needs a few rows of each class in every part.

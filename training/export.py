@@ -13,8 +13,8 @@ from typing import Final
 
 import numpy as np
 
+from schemas.errors import ModelLoadError
 from schemas.features import N_FEATURES
-from streams.errors import ModelLoadError
 from training.study import FinalModel
 
 INPUT_NAME: Final[str] = "features"

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from schemas.errors import ConfigError
 from schemas.features import FEATURE_NAMES
-from streams.bundle import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, activate_version
-from streams.errors import ConfigError
-from training import bundle, data, report, synth
+from streams.model.loader import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, activate_version
+from training import data, publish, report, synth
 from training.baseline import drift_baseline
 from training.data import Split, TrainingData
 from training.export import OnnxModel, Parity, check_parity, to_onnx
@@ -266,7 +266,7 @@ def _assemble(
     manifest = _manifest(
         dataset=dataset,
         onnx_model=onnx_model,
-        onnx_sha256=bundle.sha256_file(staging / MODEL_FILE),
+        onnx_sha256=publish.sha256_file(staging / MODEL_FILE),
         thresholds={
             "block": fitted.block,
             "review": fitted.review,
@@ -314,8 +314,8 @@ def train(
     config = config or TrainConfig()
     say = progress or (lambda _message: None)
     if version is not None:
-        bundle.check_version_free(models_dir, version)
-    with bundle.staging_dir(models_dir) as staging:
+        publish.check_version_free(models_dir, version)
+    with publish.staging_dir(models_dir) as staging:
         try:
             say("data: loading" if data_source is not None else f"data: generating {rows:,} rows")
             dataset = _resolve_data(data_source, rows, seed, prevalence)
@@ -325,16 +325,16 @@ def train(
             )
             fitted = _fit(dataset, seed, config, say)
             manifest = _assemble(staging, dataset, fitted, seed, config, say)
-            manifest["version"] = version or bundle.next_version(models_dir)
+            manifest["version"] = version or publish.next_version(models_dir)
             manifest["training"]["seconds"] = round(time.perf_counter() - began, 3)
-            bundle.write_json(staging / MANIFEST_FILE, manifest)
+            publish.write_json(staging / MANIFEST_FILE, manifest)
             markdown = report.render_markdown(manifest, manifest["plots"])
             (staging / REPORT_FILE).write_text(markdown, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
                 f"writing the bundle in {models_dir} failed: {exc.strerror or exc}"
             ) from exc
-        path = bundle.publish(staging, models_dir, manifest["version"])
+        path = publish.publish(staging, models_dir, manifest["version"])
     say(f"bundle: {path}")
     if activate:
         activate_version(models_dir, manifest["version"])

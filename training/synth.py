@@ -29,8 +29,8 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from schemas.errors import DataError
 from schemas.features import CSV_COLUMNS, FEATURE_NAMES
-from streams.errors import DataError
 
 MOMENTS_PATH: Final[Path] = Path(__file__).parent / "reference" / "creditcard_moments.json"
 PREVALENCE: Final[float] = 492 / 284_807

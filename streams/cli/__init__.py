@@ -12,9 +12,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from schemas.errors import SentinelError
 from streams.cli import broker, control, data, demo, drift, produce, score, tail, topics, train
 from streams.cli._args import SentinelArgumentParser
-from streams.errors import SentinelError
 
 COMMAND_GROUPS = [broker, topics, data, train, score, produce, tail, control, drift, demo]
 

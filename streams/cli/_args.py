@@ -87,7 +87,7 @@ def resolve_bootstrap(args: argparse.Namespace) -> str:
     from pathlib import Path
 
     from ops.kafka_broker import LocalBroker
-    from streams.errors import ConfigError
+    from schemas.errors import ConfigError
 
     if args.bootstrap_servers:
         return str(args.bootstrap_servers)

@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from schemas.errors import BrokerError, ConfigError
 from streams.cli._args import (
     add_kafka_flags,
     add_topic_flags,
@@ -30,7 +31,6 @@ from streams.cli._args import (
     topic_names,
 )
 from streams.config import ConfigValue, KafkaSettings, TopicNames
-from streams.errors import BrokerError, ConfigError
 
 LIVE_WINDOW_S = 10.0
 POLL_S = 0.2
@@ -103,7 +103,7 @@ def _default_issuer() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streams.control import new_command
+    from streams.control.commands import new_command
 
     name: str = args.command_name
     command_args: dict[str, str | int] = {}

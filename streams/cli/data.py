@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import ConfigError
 from streams.cli._args import positive_int
-from streams.errors import ConfigError
 
 
 def register(commands: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from streams.config import KafkaSettings, TopicNames
-from streams.topics import TopicAdmin
+from streams.tools.topics import TopicAdmin
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
 
@@ -50,7 +50,7 @@ def _sentinel(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     result = subprocess.run([*SENTINEL, *args], text=True, capture_output=True, check=False)
     sys.stdout.write(result.stdout)
     if check and result.returncode != 0:
-        from streams.errors import SentinelError
+        from schemas.errors import SentinelError
 
         raise SentinelError(f"'sentinel {' '.join(args)}' failed: {result.stderr.strip()}")
     return result
@@ -199,7 +199,7 @@ def _scorer(kafka: list[str], models_dir: Path) -> Iterator[int]:
         deadline = time.monotonic() + 60
         while b"scoring" not in log_path.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
-                from streams.errors import SentinelError
+                from schemas.errors import SentinelError
 
                 raise SentinelError(f"the scorer did not start: {log_path.read_text()[-800:]}")
             time.sleep(0.1)
@@ -223,7 +223,7 @@ def _replay(
     **options: Any,
 ) -> Any:
     from streams.cli.produce import drift_shift
-    from streams.replay import ReplayOptions, load_csv, replay
+    from streams.tools.replayer import ReplayOptions, load_csv, replay
 
     features, labels = load_csv(csv)
     shift = drift_shift(drift, models_dir) if drift and models_dir else None

@@ -2,8 +2,9 @@
 
 Reads the ``drift`` topic from the beginning to its high watermark without joining a consumer
 group (partitions are assigned, nothing is committed), keeps the latest snapshot of every scorer
-instance for one model version, merges them with :func:`streams.drift.merge_snapshots`, prints a
-table sorted by PSI and writes a bar chart of PSI per feature.
+instance for one model version, merges them with
+:func:`streams.drift.monitor.merge_snapshots`, prints a table sorted by PSI and writes a bar
+chart of PSI per feature.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import BrokerError, ConfigError, SchemaError
 from streams.cli._args import TOPIC_ENV, add_kafka_flags, env_flag, kafka_settings, positive_float
 from streams.config import KafkaSettings, TopicNames
-from streams.drift import DriftSnapshot, decode_snapshot, merge_snapshots
-from streams.errors import BrokerError, ConfigError, SchemaError
+from streams.drift.monitor import DriftSnapshot, decode_snapshot, merge_snapshots
 
 
 def register(commands: Any) -> None:

@@ -67,7 +67,7 @@ def default_csv() -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streams.replay import ReplayOptions, load_csv, replay
+    from streams.tools.replayer import ReplayOptions, load_csv, replay
 
     source = Path(args.csv) if args.csv else default_csv()
     features, labels = load_csv(source)
@@ -98,8 +98,8 @@ def drift_shift(spec: str, models_dir: Path) -> Any:
     """A function shifting a feature matrix per ``spec``, in units of the active baseline's std."""
     import numpy as np
 
-    from streams.bundle import current_version, read_manifest
-    from streams.replay_shift import apply_shifts, parse_shift_spec
+    from streams.model.loader import current_version, read_manifest
+    from streams.tools.shift import apply_shifts, parse_shift_spec
 
     shifts = parse_shift_spec(spec)
     baseline = read_manifest(models_dir, current_version(models_dir))["drift_baseline"]["features"]

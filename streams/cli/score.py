@@ -157,9 +157,9 @@ def _worker_main(args: argparse.Namespace, scorer_id: str, metrics_port: int) ->
 
 
 def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
-    from streams.dlq import DlqLimit
-    from streams.drift import DriftConfig
-    from streams.scorer import ScorerConfig
+    from streams.drift.monitor import DriftConfig
+    from streams.scoring.dlq import DlqLimit
+    from streams.scoring.loop import ScorerConfig
 
     drift = DriftConfig(interval_s=args.drift_interval_s) if args.drift_interval_s > 0 else None
     return ScorerConfig(
@@ -181,9 +181,9 @@ def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
     """Run one scorer in this process until a signal; returns the exit code."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from streams.control_plane import ControlPlane
+    from streams.control.plane import ControlPlane
     from streams.metrics import ScorerMetrics
-    from streams.scorer import Scorer
+    from streams.scoring.loop import Scorer
 
     config = build_config(args, scorer_id)
     registry = CollectorRegistry()

@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     if metadata.error is not None:
         consumer.close()
-        from streams.errors import ConfigError
+        from schemas.errors import ConfigError
 
         raise ConfigError(f"topic {topic!r}: {metadata.error.str()}")
     start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
@@ -101,7 +101,7 @@ def render_dlq(msg: Message) -> str:
 
 
 def render_drift(msg: Message) -> str:
-    from streams.drift import decode_snapshot
+    from streams.drift.monitor import decode_snapshot
 
     s = decode_snapshot(msg.value() or b"")
     drifted = ", ".join(s.drifted_features) or "none"

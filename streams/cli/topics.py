@@ -14,7 +14,7 @@ from streams.cli._args import (
     positive_int,
     topic_names,
 )
-from streams.topics import DEFAULT_PARTITIONS, TopicAdmin, TopicDescription, topic_specs
+from streams.tools.topics import DEFAULT_PARTITIONS, TopicAdmin, TopicDescription, topic_specs
 
 
 def register(commands: Any) -> None:

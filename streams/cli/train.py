@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from schemas.errors import ConfigError
 from streams.cli._args import env_flag, positive_float, positive_int
-from streams.errors import ConfigError
 
 DEFAULT_CSV: Final[Path] = Path("data/creditcard.csv")
 SYNTHETIC: Final[str] = "synthetic"

@@ -24,9 +24,9 @@ from schemas.decision_codec import decode_decision
 from schemas.features import FEATURE_NAMES
 from streams.cli import main
 from streams.config import KafkaSettings, TopicNames
-from streams.control import new_command
-from streams.replay import ReplayOptions, ReplayResult, replay
-from streams.route import variant_b_mask
+from streams.control.commands import new_command
+from streams.scoring.route import variant_b_mask
+from streams.tools.replayer import ReplayOptions, ReplayResult, replay
 from tests.fixtures.scorer import ScorerLauncher, topic_flags
 
 pytestmark = pytest.mark.integration

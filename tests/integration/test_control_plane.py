@@ -21,12 +21,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from streams.bundle import ModelBundle
 from streams.cli import main
 from streams.config import KafkaSettings, TopicNames
-from streams.control import BundleLoader, new_command
-from streams.control_plane import ControlPlane, ModelsDirLoader
+from streams.control.commands import BundleLoader, new_command
+from streams.control.plane import ControlPlane, ModelsDirLoader
 from streams.metrics import ScorerMetrics
+from streams.model.loader import ModelBundle
 from tests.fixtures.kafka import TopicFactory
 
 pytestmark = pytest.mark.integration
@@ -436,7 +436,7 @@ def test_close_announces_the_instance_stopped(fleet: Fleet) -> None:
 
 
 def test_a_missing_control_topic_is_one_clear_error(kafka_bootstrap: str, models_dir: Path) -> None:
-    from streams.errors import ConfigError
+    from schemas.errors import ConfigError
 
     missing = TopicNames(control=f"no-such-control-{uuid.uuid4().hex[:8]}")
     plane = ControlPlane(

@@ -19,11 +19,11 @@ import pytest
 from confluent_kafka import Message
 
 from schemas.features import FEATURE_NAMES
-from streams.bundle import current_version, load_bundle
 from streams.config import KafkaSettings, TopicNames
-from streams.drift import DriftSnapshot, decode_snapshot, merge_snapshots
-from streams.replay import ReplayOptions, ReplayResult, replay
-from streams.replay_shift import apply_shifts, parse_shift_spec, stds_from_baseline
+from streams.drift.monitor import DriftSnapshot, decode_snapshot, merge_snapshots
+from streams.model.loader import current_version, load_bundle
+from streams.tools.replayer import ReplayOptions, ReplayResult, replay
+from streams.tools.shift import apply_shifts, parse_shift_spec, stds_from_baseline
 from tests.fixtures.models import FIXTURE_PREVALENCE
 from tests.fixtures.scorer import ScorerLauncher, ScorerProcess, read_topic
 

@@ -38,7 +38,7 @@ def test_promtool_accepts_the_config_and_the_alert_rules_behave(prometheus_binar
 
 
 def _send(bootstrap: str, topic: str, count: int) -> int:
-    from streams.replay import ReplayOptions, replay
+    from streams.tools.replayer import ReplayOptions, replay
 
     rng = np.random.default_rng(5)
     features = rng.normal(0.0, 1.0, size=(count, 29))

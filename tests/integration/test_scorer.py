@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from schemas.features import FEATURE_NAMES
-from streams.bundle import current_version, load_bundle
 from streams.config import KafkaSettings, TopicNames
-from streams.replay import ReplayOptions, ReplayResult, replay
-from streams.topics import TopicAdmin
+from streams.model.loader import current_version, load_bundle
+from streams.tools.replayer import ReplayOptions, ReplayResult, replay
+from streams.tools.topics import TopicAdmin
 from tests.fixtures.scorer import ScorerLauncher, read_decisions, read_topic
 
 pytestmark = pytest.mark.integration

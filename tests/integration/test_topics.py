@@ -9,10 +9,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from ops.kafka_broker import free_ports
+from schemas.errors import BrokerError
 from streams.cli import main
 from streams.config import KafkaSettings
-from streams.errors import BrokerError
-from streams.topics import DLQ_MAX_MESSAGE_BYTES, TopicAdmin
+from streams.tools.topics import DLQ_MAX_MESSAGE_BYTES, TopicAdmin
 from tests.fixtures.kafka import TopicFactory
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ from schemas.avro import (
     strip_logical_types,
     zigzag_varint,
 )
+from schemas.errors import PoisonMessage, SchemaError
 from schemas.features import N_PCA_FEATURES
 from schemas.transaction_codec import fast_layout_fingerprint
-from streams.errors import PoisonMessage, SchemaError
 
 from .strategies import LONGS, fastavro_header
 

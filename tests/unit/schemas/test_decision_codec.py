@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, decode_decision, encode_decisions
-from streams.errors import PoisonMessage, SchemaError
+from schemas.errors import PoisonMessage, SchemaError
 
 from .strategies import ANY_DOUBLE, INTS, LONGS, TEXT, fastavro_encode
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from schemas import transaction_codec
 from schemas.avro import SingleObjectCodec, load_schema, zigzag_varint
+from schemas.errors import PoisonMessage, SchemaError
 from schemas.features import FEATURE_NAMES, invalid_rows
 from schemas.transaction_codec import (
     TransactionBatch,
@@ -23,7 +24,6 @@ from schemas.transaction_codec import (
     encode_transaction,
     encode_transaction_json,
 )
-from streams.errors import PoisonMessage, SchemaError
 
 from .strategies import fastavro_encode, fastavro_header, parsed, transactions
 

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from schemas.errors import ConfigError, ModelLoadError
 from schemas.features import FEATURE_NAMES
-from streams.bundle import current_version, load_bundle
 from streams.cli import main
-from streams.errors import ConfigError, ModelLoadError
+from streams.model.loader import current_version, load_bundle
 from tests.fixtures.models import quick_config
 from training import export, report
-from training.bundle import next_version
 from training.pipeline import train
+from training.publish import next_version
 from training.synth import generate, to_csv_bytes
 
 BUNDLE_FILES = {

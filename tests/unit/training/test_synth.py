@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from schemas.errors import DataError
 from schemas.features import CSV_COLUMNS
 from streams.cli import main
-from streams.errors import DataError
 from training.synth import PREVALENCE, fraud_count, generate, to_csv_bytes
 
 

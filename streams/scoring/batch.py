@@ -1,0 +1,138 @@
+"""Route, look up, score: turn a decoded batch into probabilities and outcomes.
+
+Pure batch logic with no Kafka in it: per batch, cards are routed to variant A or B (sticky by
+card id), each variant's cached probabilities are looked up, and the misses of each variant are
+scored in ONE ONNX Runtime call. Outcomes come from each variant's own thresholds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from streams.scoring.cache import DecisionCache
+from streams.scoring.route import variant_b_mask
+
+ALLOW, REVIEW, BLOCK = 0, 1, 2
+OUTCOMES = ("ALLOW", "REVIEW", "BLOCK")
+VARIANTS = ("A", "B")
+
+
+class Model(Protocol):
+    """What scoring needs of a model bundle (streams.model.loader.ModelBundle satisfies it)."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def manifest(self) -> Mapping[str, Any]: ...
+    @property
+    def block_threshold(self) -> float: ...
+    @property
+    def review_threshold(self) -> float: ...
+    def predict_proba(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]: ...
+
+
+class Serving(Protocol):
+    """The serving state read once per batch: champion A, optional challenger B, B's share."""
+
+    @property
+    def a(self) -> Model: ...
+    @property
+    def b(self) -> Model | None: ...
+    @property
+    def split_percent(self) -> int: ...
+
+
+@dataclass
+class ScoredBatch:
+    """Per-row results, aligned with the decoded batch's rows."""
+
+    probability: npt.NDArray[np.float64]
+    outcome: npt.NDArray[np.int8]  # ALLOW / REVIEW / BLOCK
+    variant: npt.NDArray[np.int8]  # 0 = A, 1 = B
+    cache_hit: npt.NDArray[np.bool_]
+    block_threshold: npt.NDArray[np.float64]
+    review_threshold: npt.NDArray[np.float64]
+    model_versions: list[str]  # index = variant
+    inference_seconds: list[float]  # per variant, 0 when nothing was scored
+
+
+def score_batch(
+    serving: Serving,
+    cache: DecisionCache,
+    transaction_ids: Sequence[bytes],
+    card_ids: Sequence[bytes],
+    features: npt.NDArray[np.float32],
+) -> ScoredBatch:
+    """Score one batch under one serving state. May raise what onnxruntime raises."""
+    n = len(transaction_ids)
+    models: list[Model] = [serving.a] if serving.b is None else [serving.a, serving.b]
+    variant = np.zeros(n, dtype=np.int8)
+    if len(models) == 2 and serving.split_percent > 0:
+        variant[variant_b_mask(card_ids, serving.split_percent)] = 1
+    probability = np.empty(n, dtype=np.float64)
+    cache_hit = np.empty(n, dtype=bool)
+    inference_seconds = [0.0] * len(models)
+    for v, model in enumerate(models):
+        rows = np.arange(n) if len(models) == 1 else np.flatnonzero(variant == v)
+        if rows.size == 0:
+            continue
+        ids = transaction_ids if rows.size == n else [transaction_ids[i] for i in rows.tolist()]
+        hit, probs = cache.lookup(model.version, ids)
+        miss = np.flatnonzero(~hit)
+        repeats = _repeats_within(ids, miss)
+        if repeats is not None:  # redelivered inside this very batch: score the first copy only
+            later, first = repeats
+            hit[later] = True
+            miss = np.setdiff1d(miss, later, assume_unique=True)
+        if miss.size:
+            everything = miss.size == n
+            began = time.perf_counter()
+            fresh = model.predict_proba(features if everything else features[rows[miss]])
+            inference_seconds[v] = time.perf_counter() - began
+            probs[miss] = fresh
+            cache.store(
+                model.version, ids if everything else [ids[i] for i in miss.tolist()], fresh
+            )
+        if repeats is not None:
+            probs[later] = probs[first]
+        probability[rows] = probs
+        cache_hit[rows] = hit
+    block = np.array([m.block_threshold for m in models], dtype=np.float64)[variant]
+    review = np.array([m.review_threshold for m in models], dtype=np.float64)[variant]
+    outcome = np.where(probability >= block, BLOCK, np.where(probability >= review, REVIEW, ALLOW))
+    return ScoredBatch(
+        probability=probability,
+        outcome=outcome.astype(np.int8),
+        variant=variant,
+        cache_hit=cache_hit,
+        block_threshold=block,
+        review_threshold=review,
+        model_versions=[m.version for m in models],
+        inference_seconds=inference_seconds,
+    )
+
+
+def _repeats_within(
+    ids: Sequence[bytes], miss: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
+    """Missed rows whose transaction id appeared earlier in the same batch: (later, first).
+
+    None when every missed id is distinct (the usual case), decided by one C-level set build.
+    """
+    missed = [ids[i] for i in miss.tolist()] if miss.size != len(ids) else list(ids)
+    if len(set(missed)) == len(missed):
+        return None
+    first_seen: dict[bytes, int] = {}
+    later, first = [], []
+    for row, tx in zip(miss.tolist(), missed, strict=True):
+        earlier = first_seen.setdefault(tx, row)
+        if earlier != row:
+            later.append(row)
+            first.append(earlier)
+    return np.array(later, dtype=np.intp), np.array(first, dtype=np.intp)

@@ -1,0 +1,160 @@
+"""Produce, then commit only what the broker acknowledged: the at-least-once core.
+
+Each micro-batch becomes a :class:`PendingBatch` that counts its outstanding deliveries (decisions
+and DLQ records). Batches complete out of the scorer's sight, in librdkafka's delivery
+callbacks; :meth:`CommitTracker.commit_ready` commits the offsets of the completed batches at the
+FRONT of the queue only, so an offset is never committed while an earlier record is in flight.
+While batch *k* waits for its acks, the scorer is already decoding batch *k+1*.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from schemas.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+class PendingBatch:
+    """One batch's outstanding deliveries and the offsets it may commit once all are acked."""
+
+    __slots__ = (
+        "acked_at",
+        "event_time_ms",
+        "failures",
+        "next_offsets",
+        "outcome_counts",
+        "outstanding",
+    )
+
+    def __init__(
+        self,
+        next_offsets: dict[tuple[str, int], int],
+        event_time_ms: npt.NDArray[np.int64],
+    ) -> None:
+        self.next_offsets = next_offsets
+        self.event_time_ms = event_time_ms
+        self.outstanding = 0
+        self.failures: list[str] = []
+        self.acked_at = 0.0
+        # (variant, model version, outcome) -> decisions in this batch, counted once acked
+        self.outcome_counts: dict[tuple[str, str, str], int] = {}
+
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """librdkafka delivery callback (runs inside producer.poll/flush on the scorer thread)."""
+        self.outstanding -= 1
+        if err is not None:
+            self.failures.append(f"{msg.topic()}: {err}")
+        if self.outstanding == 0:
+            self.acked_at = time.time()
+
+
+class CommitTracker:
+    """Commits consumer offsets strictly behind the broker's acknowledgements.
+
+    Acknowledged offsets stay in ``_acked`` until the group coordinator confirms them (the
+    consumer's ``on_commit`` callback, wired to :meth:`on_commit`). A commit that fails, as an
+    asynchronous commit racing a rebalance does, is retried on the next call instead of being
+    lost: otherwise a partition that receives no more messages would keep a stale committed
+    offset (and a growing lag) forever.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        on_complete: Callable[[PendingBatch], None] = lambda batch: None,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._on_complete = on_complete
+        self._pending: deque[PendingBatch] = deque()
+        self._acked: dict[tuple[str, int], int] = {}  # acknowledged, commit not yet confirmed
+        self._commit_in_flight = False
+
+    def __len__(self) -> int:
+        """Batches awaiting acknowledgement, plus one if acknowledged offsets await a commit."""
+        return len(self._pending) + (1 if self._acked else 0)
+
+    def add(self, batch: PendingBatch) -> None:
+        self._pending.append(batch)
+
+    def commit_ready(self, asynchronous: bool = True) -> int:
+        """Serve delivery callbacks, then commit the completed batches at the queue's front.
+
+        Returns how many batches completed. Raises :class:`DeliveryError` if the broker
+        refused a record: the completed batches before it are committed, nothing of that batch
+        or later ever is (the failed batch stays at the front, so every later call, including
+        :meth:`drain` on shutdown or rebalance, raises again instead of committing past it).
+        """
+        self._producer.poll(0)
+        done = 0
+        while self._pending and self._pending[0].outstanding == 0:
+            batch = self._pending[0]
+            if batch.failures:
+                self._commit(asynchronous)
+                raise DeliveryError(
+                    f"{len(batch.failures)} record(s) not acknowledged, e.g. {batch.failures[0]}"
+                )
+            self._pending.popleft()
+            self._acked.update(batch.next_offsets)
+            self._on_complete(batch)
+            done += 1
+        self._commit(asynchronous)
+        return done
+
+    def drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for every outstanding delivery, then commit synchronously (rebalance, shutdown)."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise DeliveryError(f"{remaining} record(s) still unacknowledged after {timeout_s} s")
+        self.commit_ready(asynchronous=False)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop offsets of partitions this member no longer owns (after a revoke)."""
+        for tp in partitions:
+            self._acked.pop((tp.topic, tp.partition), None)
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit`` callback: forget what the coordinator confirmed."""
+        self._commit_in_flight = False
+        if error is not None:
+            log.warning("offset commit failed (will retry): %s", error)
+            return
+        self._confirm(partitions)
+
+    def _confirm(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if tp.error is None and self._acked.get(key, -1) <= tp.offset:
+                self._acked.pop(key, None)
+
+    def _commit(self, asynchronous: bool) -> None:
+        if not self._acked or (asynchronous and self._commit_in_flight):
+            return
+        partitions = [TopicPartition(t, p, off) for (t, p), off in self._acked.items()]
+        if asynchronous:
+            self._commit_in_flight = True
+            self._consumer.commit(offsets=partitions, asynchronous=True)
+            return
+        try:
+            committed = self._consumer.commit(offsets=partitions, asynchronous=False)
+        except KafkaException as exc:  # at least once: not committing only means re-scoring
+            log.warning("synchronous offset commit failed (offsets kept for retry): %s", exc)
+            return
+        self._confirm(committed or [])

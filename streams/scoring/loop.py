@@ -1,0 +1,412 @@
+"""The scoring loop: one consumer-group member turning transactions into decisions.
+
+Per micro-batch, top to bottom::
+
+    poll -> decode + validate -> (DLQ the poison) -> serving state -> cache -> route -> score
+         -> encode decisions -> produce -> commit what the broker acknowledged
+
+Everything per batch is vectorised (numpy decode, one ONNX call per variant, numpy encode); the
+only per-message Python work is reading the message out of librdkafka and handing the encoded
+decision back to it. Delivery is at least once: offsets are committed by
+:class:`streams.scoring.delivery.CommitTracker` strictly behind the broker's acknowledgements.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from schemas.decision_codec import encode_decisions
+from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage
+from schemas.transaction_codec import decode_transactions
+from streams.config import KafkaSettings, TopicNames
+from streams.drift.monitor import DriftConfig, DriftMonitor, encode_snapshot
+from streams.metrics import ScorerMetrics
+from streams.scoring.batch import OUTCOMES, VARIANTS, Serving, score_batch
+from streams.scoring.cache import DecisionCache
+from streams.scoring.delivery import CommitTracker, PendingBatch
+from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
+from streams.tools.topics import DLQ_MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """Everything one scorer process needs; validated on construction."""
+
+    kafka: KafkaSettings
+    topics: TopicNames
+    scorer_id: str
+    group_id: str = "sentinel-scorer"
+    max_batch: int = 2_000
+    max_wait_s: float = 0.001
+    cache_capacity: int = 10_000
+    cache_ttl_s: float = 2.0
+    max_message_bytes: int = 65_536
+    dlq_limit: DlqLimit = field(default_factory=DlqLimit)
+    drift: DriftConfig | None = field(default_factory=DriftConfig)
+    lag_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"max batch must be >= 1, got {self.max_batch}")
+        if not 0 <= self.max_wait_s <= 10:
+            raise ConfigError(f"max wait must be within 0..10 s, got {self.max_wait_s}")
+        if not self.scorer_id:
+            raise ConfigError("scorer id must not be empty")
+
+
+class ServingSource(Protocol):
+    """Where the scorer reads the serving state, once per batch (the control plane)."""
+
+    @property
+    def state(self) -> Serving: ...
+
+
+class Scorer:
+    """A consumer-group member scoring ``topics.transactions`` into ``topics.decisions``.
+
+    :meth:`run` blocks until :meth:`stop` is called (from a signal handler or another thread),
+    then finishes the batch in hand, waits for every acknowledgement, commits, and returns.
+    It raises :class:`~schemas.errors.DlqLimitExceeded` when too much input is poison and
+    :class:`~schemas.errors.DeliveryError` when the broker refuses a record; in both cases
+    nothing unacknowledged was committed.
+    """
+
+    def __init__(self, config: ScorerConfig, serving: ServingSource, metrics: ScorerMetrics):
+        self.config = config
+        self._serving = serving
+        self._metrics = metrics
+        self._stopping = threading.Event()
+        self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
+        self._dlq_guard = DlqGuard(config.dlq_limit)
+        self.decision_counts: Counter[tuple[str, str, str]] = Counter()
+        consumer_config: dict[str, Any] = {
+            **config.kafka.client_config(
+                {
+                    "group.id": config.group_id,
+                    "client.id": config.scorer_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "fetch.max.bytes": 8 * 1024 * 1024,
+                }
+            ),
+            "on_commit": self._on_commit,
+        }
+        self._consumer = Consumer(consumer_config)
+        self._producer = Producer(
+            config.kafka.client_config(
+                {
+                    "client.id": config.scorer_id,
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 2,
+                    "compression.type": "lz4",
+                    "batch.num.messages": 10_000,
+                    "queue.buffering.max.messages": 1_000_000,
+                    # A DLQ record carries the original message (up to the transactions topic's
+                    # max.message.bytes) plus error headers.
+                    "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
+                }
+            )
+        )
+        self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
+        self._drift: DriftMonitor | None = None
+        self._next_lag_check = 0.0
+        self._failed = False
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the current batch and shut down cleanly (thread-safe)."""
+        self._stopping.set()
+
+    def stats(self) -> dict[str, int]:
+        """Decisions acknowledged so far by ``variant/version/outcome`` (for heartbeats)."""
+        # dict(Counter) is one C-level copy under the GIL: safe against the scoring thread.
+        counts = dict(self.decision_counts)
+        return {"/".join(key): count for key, count in counts.items()}
+
+    def run(self) -> None:
+        cfg = self.config
+        self._consumer.subscribe(
+            [cfg.topics.transactions],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not self._stopping.is_set():
+                began = time.perf_counter()
+                messages = self._consumer.consume(cfg.max_batch, timeout=cfg.max_wait_s)
+                if messages:  # idle polls are waiting, not work: keep them out of the profile
+                    self._metrics.stage_seconds.labels("poll").inc(time.perf_counter() - began)
+                    self._process(messages)
+                if len(self._tracker):
+                    began = time.perf_counter()
+                    self._tracker.commit_ready()
+                    self._metrics.stage_seconds.labels("commit").inc(time.perf_counter() - began)
+                self._housekeeping()
+            self._tracker.drain()
+            self._publish_drift(final=True)
+        except DlqLimitExceeded:
+            # The tripping batch was never produced; the good batches before it may commit.
+            self._tracker.drain()
+            self._failed = True
+            raise
+        except BaseException:
+            # Nothing unacknowledged may be committed: close() must not drain (and commit) again.
+            self._failed = True
+            raise
+        finally:
+            self._producer.flush(10)
+            self._consumer.close()
+
+    def _process(self, messages: list[Message]) -> None:
+        cfg, metrics, clock = self.config, self._metrics, time.perf_counter
+        messages = self._drop_transport_errors(messages)
+        if not messages:
+            return
+        n_in = len(messages)
+        t0 = clock()
+        values = [m.value() for m in messages]
+        batch, poisons = decode_transactions(values, max_message_bytes=cfg.max_message_bytes)
+        self._dlq_guard.check(n_in, len(poisons))
+        t1 = clock()
+        scored = score_batch(
+            self._serving.state, self._cache, batch.transaction_ids, batch.card_ids, batch.features
+        )
+        t2 = clock()
+        partitions = np.fromiter((m.partition() for m in messages), np.int32, n_in)
+        offsets = np.fromiter((m.offset() for m in messages), np.int64, n_in)
+        rows = batch.index
+        scored_at_us = int(time.time() * 1_000_000)
+        latency_ms = (scored_at_us / 1000.0) - batch.event_time_ms.astype(np.float64)
+        decisions = encode_decisions(
+            transaction_ids=batch.transaction_ids,
+            card_ids=batch.card_ids,
+            fraud_probability=scored.probability,
+            predicted_fraud=scored.probability >= scored.block_threshold,
+            decision=scored.outcome,
+            block_threshold=scored.block_threshold,
+            review_threshold=scored.review_threshold,
+            model_version=scored.variant,
+            model_versions=scored.model_versions,
+            variant=scored.variant,
+            cache_hit=scored.cache_hit,
+            batch_size=n_in,
+            event_time_ms=batch.event_time_ms,
+            scored_at_us=scored_at_us,
+            latency_ms=latency_ms,
+            scorer_id=cfg.scorer_id,
+            source_topic=cfg.topics.transactions,
+            source_partition=partitions[rows],
+            source_offset=offsets[rows],
+        )
+        t3 = clock()
+        pending = PendingBatch(self._next_offsets(partitions, offsets), batch.event_time_ms)
+        pending.outstanding = len(decisions) + len(poisons)
+        self._count_outcomes(pending, scored.variant, scored.model_versions, scored.outcome)
+        produce, topic = self._produce, cfg.topics.decisions
+        for value, key in zip(decisions, batch.card_ids, strict=True):
+            produce(topic, value, key, pending.on_delivery, None)
+        if poisons:
+            self._dead_letter(messages, poisons, pending)
+        self._tracker.add(pending)
+        t4 = clock()
+        self._observe_drift(batch.features, scored.probability)
+        t5 = clock()
+        metrics.consumed.inc(n_in)
+        metrics.batch_size.observe(n_in)
+        cache_hits = int(scored.cache_hit.sum())
+        metrics.cache_lookups.labels("hit").inc(cache_hits)
+        metrics.cache_lookups.labels("miss").inc(len(rows) - cache_hits)
+        for v, seconds in enumerate(scored.inference_seconds):
+            if seconds:
+                metrics.inference_seconds.labels(VARIANTS[v]).observe(seconds)
+        stage = metrics.stage_seconds.labels
+        inference = sum(scored.inference_seconds)
+        stage("decode").inc(t1 - t0)
+        stage("score").inc(inference)
+        stage("cache").inc(t2 - t1 - inference)
+        stage("encode").inc(t3 - t2)
+        stage("produce").inc(t4 - t3)
+        stage("drift").inc(t5 - t4)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        headers: list[tuple[str, str | bytes | None]] | None,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                return
+            except BufferError:  # local queue full: serve callbacks (commits follow) and retry
+                self._producer.poll(0.05)
+                self._tracker.commit_ready()
+
+    def _dead_letter(
+        self,
+        messages: list[Message],
+        poisons: list[tuple[int, PoisonMessage]],
+        pending: PendingBatch,
+    ) -> None:
+        now_ms = int(time.time() * 1000)
+        for position, poison in poisons:
+            msg = messages[position]
+            headers = dlq_headers(
+                poison,
+                topic=msg.topic() or "",
+                partition=msg.partition() or 0,
+                offset=msg.offset() or 0,
+                scorer_id=self.config.scorer_id,
+                failed_at_ms=now_ms,
+                original=msg.headers(),
+            )
+            log.warning(
+                "poison message %s[%d]@%d -> DLQ: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                poison,
+            )
+            self._produce(
+                self.config.topics.dlq, msg.value() or b"", msg.key(), pending.on_delivery, headers
+            )
+            self._metrics.dlq.labels(poison.kind).inc()
+
+    def _next_offsets(
+        self, partitions: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
+    ) -> dict[tuple[str, int], int]:
+        """Per partition, the offset to commit once the batch is acknowledged (last + 1)."""
+        topic = self.config.topics.transactions
+        return {
+            (topic, partition): int(offsets[partitions == partition].max()) + 1
+            for partition in np.unique(partitions).tolist()
+        }
+
+    def _count_outcomes(
+        self,
+        pending: PendingBatch,
+        variant: np.ndarray,
+        versions: list[str],
+        outcome: np.ndarray,
+    ) -> None:
+        combined = variant.astype(np.int64) * 3 + outcome
+        counts = np.bincount(combined, minlength=6)
+        pending.outcome_counts = {
+            (VARIANTS[v], versions[v], OUTCOMES[o]): int(counts[v * 3 + o])
+            for v in range(len(versions))
+            for o in range(3)
+            if counts[v * 3 + o]
+        }
+
+    def _on_batch_acked(self, batch: PendingBatch) -> None:
+        for key, count in batch.outcome_counts.items():
+            self.decision_counts[key] += count
+            self._metrics.decisions.labels(*key).inc(count)
+        if batch.event_time_ms.size:
+            self._metrics.end_to_end_latency.observe_many(
+                batch.acked_at - batch.event_time_ms.astype(np.float64) / 1000.0
+            )
+
+    def _drop_transport_errors(self, messages: list[Message]) -> list[Message]:
+        if not any(m.error() for m in messages):
+            return messages
+        kept = []
+        for m in messages:
+            err = m.error()
+            if err is None:
+                kept.append(m)
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
+        return kept
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        self._tracker.on_commit(error, partitions)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info(
+            "%s assigned partitions %s", self.config.scorer_id, [p.partition for p in partitions]
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Before giving partitions up: wait for every ack and commit what we own.
+
+        After a failure (DLQ limit, refused record) nothing more is committed: the partitions'
+        next owner starts from the last offset that is known to be fully acknowledged.
+        """
+        if self._failed:
+            return
+        log.info(
+            "%s revoking partitions %s", self.config.scorer_id, [p.partition for p in partitions]
+        )
+        self._tracker.drain()
+        self._tracker.forget(partitions)
+        for tp in partitions:
+            self._metrics.consumer_lag.remove(str(tp.partition))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("partitions lost (no commit possible): %s", [p.partition for p in partitions])
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        self._publish_drift(final=False)
+        if now < self._next_lag_check:
+            return
+        self._next_lag_check = now + self.config.lag_interval_s
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        for tp in self._consumer.position(assignment):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                self._metrics.consumer_lag.labels(str(tp.partition)).set(high - tp.offset)
+
+    def _observe_drift(self, features: np.ndarray, scores: np.ndarray) -> None:
+        if self.config.drift is None or features.shape[0] == 0:
+            return
+        model = self._serving.state.a
+        if self._drift is None or self._drift.model_version != model.version:
+            self._publish_drift(final=True)
+            self._drift = DriftMonitor(
+                model.manifest["drift_baseline"],
+                self.config.drift,
+                scorer_id=self.config.scorer_id,
+                model_version=model.version,
+                metrics=self._metrics,
+                block_threshold=model.block_threshold,
+            )
+        self._drift.observe(features, scores)
+
+    def _publish_drift(self, final: bool) -> None:
+        monitor = self._drift
+        if monitor is None or not (final or monitor.due(time.monotonic())):
+            return
+        snapshot = monitor.snapshot(int(time.time() * 1000))
+        if snapshot.count:
+            self._producer.produce(
+                self.config.topics.drift, encode_snapshot(snapshot), self.config.scorer_id.encode()
+            )
