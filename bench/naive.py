@@ -15,7 +15,8 @@ from confluent_kafka import Consumer, Producer
 
 from schemas.avro import record_codec
 from schemas.features import invalid_rows
-from streams.model.loader import current_version, load_bundle
+from schemas.models_dir import current_version
+from streams.model.loader import load_bundle
 
 
 def run_naive(

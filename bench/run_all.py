@@ -40,6 +40,7 @@ from bench.harness import (
 )
 from bench.naive import run_naive
 from ops.kafka_broker import KAFKA_VERSION, provide_bootstrap
+from streams.cli._args import external_bootstrap
 from streams.config import KafkaSettings
 from streams.tools.replayer import ReplayOptions, load_csv, replay
 from streams.tools.topics import TopicAdmin
@@ -65,7 +66,7 @@ def main() -> int:
         "messages": args.messages,
         "started": time.strftime("%Y-%m-%d %H:%M"),
     }
-    with provide_bootstrap() as bootstrap:
+    with provide_bootstrap(external_bootstrap()) as bootstrap:
         base = make_topics(bootstrap)
         distinct = base.transactions
         hot = make_topics(bootstrap).transactions

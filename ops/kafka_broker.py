@@ -370,15 +370,17 @@ def docker_engine_answers() -> bool:
 
 
 @contextlib.contextmanager
-def provide_bootstrap(state_dir: Path | None = None) -> Iterator[str]:
+def provide_bootstrap(
+    external: str | None, state_dir: Path | None = None, *, fresh: bool = False
+) -> Iterator[str]:
     """Yield a Kafka bootstrap address, in the project's order of choice.
 
-    1. ``KAFKA_BOOTSTRAP_SERVERS`` if set (nothing is started);
+    1. ``external`` (the user's ``KAFKA_BOOTSTRAP_SERVERS``, read by the caller) if given:
+       nothing is started;
     2. a testcontainers Kafka container when a Docker engine answers;
-    3. a :class:`LocalBroker` in ``state_dir`` (a temporary directory if None), always stopped and,
-       when temporary, removed on exit, even on error.
+    3. a :class:`LocalBroker` in ``state_dir`` (a temporary directory if None; wiped first when
+       ``fresh``), always stopped and, when temporary, removed on exit, even on error.
     """
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield external
         return
@@ -394,7 +396,7 @@ def provide_bootstrap(state_dir: Path | None = None) -> Iterator[str]:
         state_dir = Path(tmp)
     broker = LocalBroker(state_dir)
     try:
-        info = broker.start()
+        info = broker.start(fresh=fresh)
         yield info.bootstrap
     finally:
         broker.stop()

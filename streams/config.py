@@ -6,7 +6,8 @@ Environment variables are read only in ``streams.cli``; everything here receives
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import Final, Literal, get_args
 
 from schemas.errors import ConfigError
 
@@ -20,9 +21,20 @@ ConfigValue = str | int | float | bool
 SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key")
 
 
+# A DLQ record carries the original bytes untouched plus headers naming the error, source topic,
+# partition and offset (and the original headers): twice the input limit leaves ample room.
+# The scorer's DLQ producer must allow this size too (librdkafka ``message.max.bytes``).
+TRANSACTIONS_MAX_MESSAGE_BYTES: Final[int] = 1_048_576  # Kafka's default record-batch limit
+DLQ_MAX_MESSAGE_BYTES: Final[int] = 2 * TRANSACTIONS_MAX_MESSAGE_BYTES
+
+# The six topic roles: the one list every flag, spec and prefix is derived from.
+TopicRole = Literal["transactions", "decisions", "drift", "control", "control_events", "dlq"]
+TOPIC_ROLES: Final[tuple[TopicRole, ...]] = get_args(TopicRole)
+
+
 @dataclass(frozen=True)
 class TopicNames:
-    """The product's topics (defaults from the brief; every one configurable)."""
+    """The product's topics by role (defaults from the brief; every one configurable)."""
 
     transactions: str = "transactions"
     decisions: str = "decisions"
@@ -37,6 +49,17 @@ class TopicNames:
             raise ConfigError("topic names must not be empty")
         if len(set(names)) != len(names):
             raise ConfigError(f"topic names must be distinct, got {names}")
+        if tuple(f.name for f in fields(self)) != TOPIC_ROLES:
+            raise ConfigError("internal error: TopicNames fields differ from TOPIC_ROLES")
+
+    def name(self, role: TopicRole) -> str:
+        """The topic name of ``role``."""
+        name: str = getattr(self, role)
+        return name
+
+    def prefixed(self, prefix: str) -> TopicNames:
+        """Every topic name with ``prefix`` in front (the demo's per-run topics)."""
+        return replace(self, **{role: prefix + self.name(role) for role in TOPIC_ROLES})
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from schemas.drift_baseline import build_baseline
 from schemas.errors import ConfigError
 from schemas.features import FEATURE_NAMES
-from streams.model.loader import MANIFEST_FILE, MANIFEST_FORMAT, MODEL_FILE, activate_version
+from schemas.manifest import (
+    DataSource,
+    Manifest,
+    OnnxSignature,
+    ParityCheck,
+    ParitySample,
+    Thresholds,
+)
+from schemas.models_dir import MODEL_FILE, activate_version
 from training import data, publish, report, synth
-from training.baseline import drift_baseline
 from training.data import Split, TrainingData
-from training.export import OnnxModel, Parity, check_parity, to_onnx
+from training.export import check_parity, to_onnx
 from training.study import (
     METHODS,
     FinalModel,
@@ -84,7 +91,7 @@ class TrainResult:
 
     version: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     activated: bool
     seconds: float
 
@@ -115,7 +122,7 @@ def _resolve_data(
     return data.synthetic(rows, seed, prevalence)
 
 
-def _parity_sample(test: Split, probabilities: np.ndarray, seed: int) -> dict[str, Any]:
+def _parity_sample(test: Split, probabilities: np.ndarray, seed: int) -> ParitySample:
     """64 test rows (up to a quarter frauds, so high scores are covered) and ONNX's answers."""
     rng = np.random.default_rng(seed)
     frauds = np.flatnonzero(test.labels == 1)
@@ -130,68 +137,14 @@ def _parity_sample(test: Split, probabilities: np.ndarray, seed: int) -> dict[st
             ]
         )
     )
-    return {
-        "features": test.features[rows].astype(np.float64).tolist(),
-        "probabilities": probabilities[rows].tolist(),
-    }
+    return ParitySample(
+        test.features[rows].astype(np.float64), np.asarray(probabilities[rows], dtype=np.float64)
+    )
 
 
 def _importance(model: FinalModel) -> dict[str, float]:
     gains = model.classifier.get_booster().get_score(importance_type="total_gain")
     return {name: float(gains.get(f"f{i}", 0.0)) for i, name in enumerate(FEATURE_NAMES)}
-
-
-def _manifest(
-    *,
-    dataset: TrainingData,
-    onnx_model: OnnxModel,
-    onnx_sha256: str,
-    thresholds: dict[str, Any],
-    metrics: dict[str, Any],
-    study: list[dict[str, Any]],
-    parity: Parity,
-    parity_sample: dict[str, Any],
-    baseline: dict[str, Any],
-    final: FinalModel,
-    importance: dict[str, float],
-    seed: int,
-    seconds: float,
-) -> dict[str, Any]:
-    return {
-        "format": MANIFEST_FORMAT,
-        "version": None,  # filled in at publish time
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "feature_names": list(FEATURE_NAMES),
-        "onnx": {
-            "file": MODEL_FILE,
-            "sha256": onnx_sha256,
-            "input_name": onnx_model.input_name,
-            "input_shape": [None, len(FEATURE_NAMES)],
-            "probability_output": onnx_model.probability_output,
-            "opset": onnx_model.opset,
-            "opset_imports": onnx_model.opset_imports,
-        },
-        "thresholds": thresholds,
-        "metrics": metrics,
-        "imbalance_study": study,
-        "data": {
-            "source": dataset.source,
-            "sha256": dataset.sha256,
-            "rows": dataset.rows,
-            "frauds": dataset.frauds,
-            "seed": dataset.seed,
-        },
-        "parity": {"max_abs_diff": parity.max_abs_diff, "rows": parity.rows, "bound": parity.bound},
-        "parity_sample": parity_sample,
-        "drift_baseline": baseline,
-        "training": {
-            "seconds": seconds,
-            "params": final.params,
-            "best_iteration": final.best_iteration,
-            "seed": seed,
-            "feature_importance_total_gain": importance,
-        },
-    }
 
 
 def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -> _Fitted:
@@ -227,13 +180,15 @@ def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -
 
 def _assemble(
     staging: Path,
+    version: str,
     dataset: TrainingData,
     fitted: _Fitted,
     seed: int,
     config: TrainConfig,
     say: Progress,
-) -> dict[str, Any]:
-    """Export, parity, metrics, baseline, plots: everything but the manifest's version."""
+    began: float,
+) -> Manifest:
+    """Export, parity, metrics, baseline, plots: the bundle's files and its manifest."""
     say("export: converting to ONNX")
     onnx_model = to_onnx(fitted.final)
     (staging / MODEL_FILE).write_bytes(onnx_model.payload)
@@ -263,29 +218,43 @@ def _assemble(
             test_scores, test.labels, validation_costs, fitted.block, fitted.review, importance
         ),
     )
-    manifest = _manifest(
-        dataset=dataset,
-        onnx_model=onnx_model,
-        onnx_sha256=publish.sha256_file(staging / MODEL_FILE),
-        thresholds={
-            "block": fitted.block,
-            "review": fitted.review,
-            "review_cost": config.review_cost,
-            "review_budget": config.review_budget,
-            "rule": "BLOCK if p >= block; REVIEW if review <= p < block; else ALLOW",
-        },
-        metrics=metrics,
-        study=[result.as_dict() for result in fitted.study],
-        parity=parity,
+    return Manifest(
+        version=version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        onnx=OnnxSignature(
+            sha256=publish.sha256_file(staging / MODEL_FILE),
+            input_name=onnx_model.input_name,
+            probability_output=onnx_model.probability_output,
+            opset=onnx_model.opset,
+            opset_imports=onnx_model.opset_imports,
+        ),
+        thresholds=Thresholds(
+            block=fitted.block,
+            review=fitted.review,
+            review_cost=config.review_cost,
+            review_budget=config.review_budget,
+        ),
+        data=DataSource(
+            source=dataset.source,
+            sha256=dataset.sha256,
+            rows=dataset.rows,
+            frauds=dataset.frauds,
+            seed=dataset.seed,
+        ),
+        parity=ParityCheck(parity.max_abs_diff, parity.rows, parity.bound),
         parity_sample=_parity_sample(test, test_scores, seed),
-        baseline=drift_baseline(fitted.train.features, test.features, test_scores),
-        final=fitted.final,
-        importance=importance,
-        seed=seed,
-        seconds=0.0,
+        drift_baseline=build_baseline(fitted.train.features, test_scores),
+        metrics=metrics,
+        imbalance_study=tuple(result.as_dict() for result in fitted.study),
+        training={
+            "seconds": round(time.perf_counter() - began, 3),
+            "params": fitted.final.params,
+            "best_iteration": fitted.final.best_iteration,
+            "seed": seed,
+            "feature_importance_total_gain": importance,
+        },
+        plots=tuple(plots),
     )
-    manifest["plots"] = plots
-    return manifest
 
 
 def train(
@@ -315,6 +284,7 @@ def train(
     say = progress or (lambda _message: None)
     if version is not None:
         publish.check_version_free(models_dir, version)
+    version = version or publish.next_version(models_dir)
     with publish.staging_dir(models_dir) as staging:
         try:
             say("data: loading" if data_source is not None else f"data: generating {rows:,} rows")
@@ -324,22 +294,20 @@ def train(
                 f"(sha256 {dataset.sha256[:12]})"
             )
             fitted = _fit(dataset, seed, config, say)
-            manifest = _assemble(staging, dataset, fitted, seed, config, say)
-            manifest["version"] = version or publish.next_version(models_dir)
-            manifest["training"]["seconds"] = round(time.perf_counter() - began, 3)
-            publish.write_json(staging / MANIFEST_FILE, manifest)
-            markdown = report.render_markdown(manifest, manifest["plots"])
+            manifest = _assemble(staging, version, dataset, fitted, seed, config, say, began)
+            manifest.write(staging)
+            markdown = report.render_markdown(manifest)
             (staging / REPORT_FILE).write_text(markdown, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
                 f"writing the bundle in {models_dir} failed: {exc.strerror or exc}"
             ) from exc
-        path = publish.publish(staging, models_dir, manifest["version"])
+        path = publish.publish(staging, models_dir, version)
     say(f"bundle: {path}")
     if activate:
-        activate_version(models_dir, manifest["version"])
-        say(f"activated: {models_dir / 'current'} -> {manifest['version']}")
-    return TrainResult(manifest["version"], path, manifest, activate, time.perf_counter() - began)
+        activate_version(models_dir, version)
+        say(f"activated: {models_dir / 'current'} -> {version}")
+    return TrainResult(version, path, manifest, activate, time.perf_counter() - began)
 
 
 __all__ = ["Progress", "TrainConfig", "TrainResult", "train"]

@@ -3,13 +3,13 @@
 A bundle is assembled in a hidden staging directory inside the models directory (same file
 system), then renamed to ``<models_dir>/<version>`` in one step, so a reader sees either no bundle
 or a complete one. If anything fails before the rename, the staging directory is removed. The
-read side, and the ``current`` pointer, live in :mod:`streams.model.loader`.
+layout and the ``current`` pointer live in :mod:`schemas.models_dir`, the manifest in
+:mod:`schemas.manifest`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -17,15 +17,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from schemas.errors import ConfigError
-from streams.model.loader import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    list_versions,
-    validate_version_name,
-)
+from schemas.models_dir import MANIFEST_FILE, MODEL_FILE, list_versions, validate_version_name
 
 STAGING_PREFIX: Final[str] = ".staging-"
 
@@ -73,11 +68,6 @@ def staging_dir(models_dir: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented UTF-8 JSON (NaN/Inf are refused: JSON has no such values)."""
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -111,5 +101,4 @@ __all__ = [
     "publish",
     "sha256_file",
     "staging_dir",
-    "write_json",
 ]

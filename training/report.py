@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.manifest import DECISION_RULE, Manifest
 from training.threshold import CostCurve
 
 PLOT_FILES = {
@@ -117,21 +118,19 @@ def write_plots(out_dir: Path, data: PlotData) -> list[str]:
     return list(PLOT_FILES.values())
 
 
-def summary_lines(manifest: dict[str, Any]) -> list[str]:
+def summary_lines(manifest: Manifest) -> list[str]:
     """The short summary table (plain text) of a training run, from its manifest."""
-    test = manifest["metrics"]["test"]
-    data = manifest["data"]
-    parity = manifest["parity"]
+    test = manifest.metrics["test"]
+    data, parity, training = manifest.data, manifest.parity, manifest.training
     (tn, fp), (fn, tp) = test["confusion_matrix"]
     rows = [
-        ("version", manifest["version"]),
-        ("data", f"{data['source']}: {data['rows']:,} rows, {data['frauds']:,} frauds"),
-        ("imbalance winner", manifest["training"]["params"]["method"]),
-        ("trees (best iteration)", f"{manifest['training']['best_iteration'] + 1}"),
+        ("version", manifest.version),
+        ("data", f"{data.source}: {data.rows:,} rows, {data.frauds:,} frauds"),
+        ("imbalance winner", training["params"]["method"]),
+        ("trees (best iteration)", f"{training['best_iteration'] + 1}"),
         (
             "thresholds",
-            f"block >= {manifest['thresholds']['block']:.4g}, "
-            f"review >= {manifest['thresholds']['review']:.4g}",
+            f"block >= {manifest.thresholds.block:.4g}, review >= {manifest.thresholds.review:.4g}",
         ),
         ("test PR-AUC / ROC-AUC", f"{test['pr_auc']:.4f} / {test['roc_auc']:.4f}"),
         (
@@ -146,16 +145,15 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
         ),
         (
             "ONNX parity (max abs diff)",
-            f"{parity['max_abs_diff']:.3g} over {parity['rows']:,} "
-            f"rows (bound {parity['bound']:.3g})",
+            f"{parity.max_abs_diff:.3g} over {parity.rows:,} rows (bound {parity.bound:.3g})",
         ),
-        ("training time", f"{manifest['training']['seconds']:.1f} s"),
+        ("training time", f"{training['seconds']:.1f} s"),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
     lines.append("  imbalance study (validation):")
     lines.append(f"    {'method':<17} {'PR-AUC':>7} {'ROC-AUC':>8} {'rows':>9} {'seconds':>8}")
-    for entry in manifest["imbalance_study"]:
+    for entry in manifest.imbalance_study:
         lines.append(
             f"    {entry['method']:<17} {entry['val_pr_auc']:>7.4f} {entry['val_roc_auc']:>8.4f} "
             f"{entry['train_rows']:>9,} {entry['seconds']:>8.1f}"
@@ -163,12 +161,12 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_markdown(manifest: dict[str, Any], plots: list[str]) -> str:
+def render_markdown(manifest: Manifest) -> str:
     """``report.md``: the summary, both metric blocks, and the plots."""
-    out = [f"# Model {manifest['version']}", "", f"Created {manifest['created_at']}.", ""]
+    out = [f"# Model {manifest.version}", "", f"Created {manifest.created_at}.", ""]
     out += ["```", *summary_lines(manifest), "```", ""]
     out += ["## Metrics", "", "| metric | validation | test |", "|---|---|---|"]
-    validation, test = manifest["metrics"]["validation"], manifest["metrics"]["test"]
+    validation, test = manifest.metrics["validation"], manifest.metrics["test"]
     for key, value in test.items():
         if isinstance(value, float):
             out.append(f"| {key} | {validation[key]:.6g} | {value:.6g} |")
@@ -176,12 +174,12 @@ def render_markdown(manifest: dict[str, Any], plots: list[str]) -> str:
             out.append(f"| {key} | {validation[key]} | {value} |")
     out += [
         "",
-        "Decision rule: BLOCK if p >= block; REVIEW if review <= p < block; else ALLOW. A missed "
-        f"fraud costs its Amount, a false alarm {manifest['thresholds']['review_cost']:g}; "
+        f"Decision rule: {DECISION_RULE}. A missed fraud costs its Amount, a false alarm "
+        f"{manifest.thresholds.review_cost:g}; "
         "`saving` is the test-set cost at 0.5 minus the cost at the block threshold.",
         "",
         "## Plots",
         "",
     ]
-    out += [f"![{name}]({name})" for name in plots]
+    out += [f"![{name}]({name})" for name in manifest.plots]
     return "\n".join(out) + "\n"

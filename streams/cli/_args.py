@@ -42,12 +42,21 @@ def env_flag(
     )
 
 
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+def external_bootstrap() -> str | None:
+    """The user's Kafka cluster from ``KAFKA_BOOTSTRAP_SERVERS``, or None (then tools may start
+    the local dev broker). The one place that reads the variable outside argparse defaults."""
+    return os.environ.get(BOOTSTRAP_ENV) or None
+
+
 def add_bootstrap_flag(parser: argparse.ArgumentParser) -> None:
     """``--bootstrap-servers``: the Kafka cluster to use (empty means the local dev broker)."""
     env_flag(
         parser,
         "--bootstrap-servers",
-        "KAFKA_BOOTSTRAP_SERVERS",
+        BOOTSTRAP_ENV,
         None,
         "Kafka bootstrap servers; unset means the local dev broker started by 'sentinel broker "
         "start'",
@@ -113,36 +122,36 @@ def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-TOPIC_ENV = {
-    "transactions": "SENTINEL_TOPIC_TRANSACTIONS",
-    "decisions": "SENTINEL_TOPIC_DECISIONS",
-    "drift": "SENTINEL_TOPIC_DRIFT",
-    "control": "SENTINEL_TOPIC_CONTROL",
-    "control_events": "SENTINEL_TOPIC_CONTROL_EVENTS",
-    "dlq": "SENTINEL_TOPIC_DLQ",
-}
+def topic_env(role: str) -> str:
+    """The environment variable that names the topic of ``role``."""
+    return f"SENTINEL_TOPIC_{role.upper()}"
+
+
+def topic_flag(role: str) -> str:
+    """The flag that names the topic of ``role`` (``--topic-control-events``)."""
+    return f"--topic-{role.replace('_', '-')}"
 
 
 def add_topic_flags(parser: argparse.ArgumentParser) -> None:
     """``--topic-<role>`` for every product topic (defaults from :class:`TopicNames`)."""
-    from streams.config import TopicNames
+    from streams.config import TOPIC_ROLES, TopicNames
 
     defaults = TopicNames()
-    for role, env in TOPIC_ENV.items():
+    for role in TOPIC_ROLES:
         env_flag(
             parser,
-            f"--topic-{role.replace('_', '-')}",
-            env,
-            getattr(defaults, role),
+            topic_flag(role),
+            topic_env(role),
+            defaults.name(role),
             f"name of the {role.replace('_', '-')} topic",
         )
 
 
 def topic_names(args: argparse.Namespace) -> Any:
     """The :class:`TopicNames` given by the topic flags."""
-    from streams.config import TopicNames
+    from streams.config import TOPIC_ROLES, TopicNames
 
-    return TopicNames(**{role: getattr(args, f"topic_{role}") for role in TOPIC_ENV})
+    return TopicNames(**{role: getattr(args, f"topic_{role}") for role in TOPIC_ROLES})
 
 
 def kafka_settings(args: argparse.Namespace) -> Any:

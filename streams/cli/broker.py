@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from ops.kafka_broker import DEFAULT_CACHE_DIR, LocalBroker, ensure_classpath, require_tools
-from streams.cli._args import add_broker_dir_flag, env_flag
+from streams.cli._args import add_broker_dir_flag, env_flag, external_bootstrap
 
 
 def register(commands: Any) -> None:
@@ -45,12 +44,8 @@ def _broker(args: argparse.Namespace) -> LocalBroker:
     return LocalBroker(Path(args.broker_dir), Path(args.cache_dir))
 
 
-def _external() -> str | None:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
-
-
 def _start(args: argparse.Namespace) -> int:
-    external = _external()
+    external = external_bootstrap()
     if external:
         print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {external}, starting nothing")
         return 0
@@ -75,7 +70,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    external = _external()
+    external = external_bootstrap()
     if external:
         print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {external} (no local broker is managed)")
         return 0

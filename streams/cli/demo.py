@@ -10,7 +10,6 @@ simulated. Training libraries are imported only inside this command, never by th
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.config import KafkaSettings, TopicNames
+from streams.cli._args import external_bootstrap, topic_flag
+from streams.config import TOPIC_ROLES, KafkaSettings, TopicNames
 from streams.tools.topics import TopicAdmin
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
@@ -59,23 +59,17 @@ def _sentinel(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 @contextmanager
 def _kafka() -> Iterator[tuple[str, str]]:
     """Yield (bootstrap, topic prefix): a fresh local broker, or the user's cluster + a prefix."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    from ops.kafka_broker import provide_bootstrap
+
+    external = external_bootstrap()
     if external:
         print(f"using KAFKA_BOOTSTRAP_SERVERS={external}; demo topics get a unique prefix")
-        yield external, f"demo-{uuid.uuid4().hex[:6]}-"
-        return
-    from ops.kafka_broker import LocalBroker
-
-    broker = LocalBroker(Path(".sentinel/demo-broker"))
     began = time.monotonic()
-    info = broker.start(fresh=True)
-    print(
-        f"local Apache Kafka broker at {info.bootstrap} (ready in {time.monotonic() - began:.1f} s)"
-    )
-    try:
-        yield info.bootstrap, ""
-    finally:
-        broker.stop()
+    with provide_bootstrap(external, Path(".sentinel/demo-broker"), fresh=True) as bootstrap:
+        if not external:
+            print(f"Kafka broker at {bootstrap} (ready in {time.monotonic() - began:.1f} s)")
+        yield bootstrap, f"demo-{uuid.uuid4().hex[:6]}-" if external else ""
+    if not external:
         print("broker stopped")
 
 
@@ -83,19 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir)
     _step("1/7 Kafka")
     with _kafka() as (bootstrap, prefix):
-        topics = TopicNames(
-            **{
-                role: prefix + getattr(TopicNames(), role)
-                for role in (
-                    "transactions",
-                    "decisions",
-                    "drift",
-                    "control",
-                    "control_events",
-                    "dlq",
-                )
-            }
-        )
+        topics = TopicNames().prefixed(prefix)
         kafka = ["--bootstrap-servers", bootstrap, *_topic_flags(topics)]
         _sentinel("topics", "create", *kafka)
         _step("2/7 data and model")
@@ -153,10 +135,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _topic_flags(topics: TopicNames) -> list[str]:
-    return [
-        f"--topic-{role.replace('_', '-')}={getattr(topics, role)}"
-        for role in ("transactions", "decisions", "drift", "control", "control_events", "dlq")
-    ]
+    return [f"{topic_flag(role)}={topics.name(role)}" for role in TOPIC_ROLES]
 
 
 def _prepare_data(rows: int) -> Path:

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from schemas.drift_codec import DriftSnapshot, decode_snapshot
 from schemas.errors import BrokerError, ConfigError, SchemaError
-from streams.cli._args import TOPIC_ENV, add_kafka_flags, env_flag, kafka_settings, positive_float
+from streams.cli._args import add_kafka_flags, env_flag, kafka_settings, positive_float, topic_env
 from streams.config import KafkaSettings, TopicNames
-from streams.drift.monitor import DriftSnapshot, decode_snapshot, merge_snapshots
+from streams.drift.monitor import merge_snapshots
 
 
 def register(commands: Any) -> None:
@@ -41,7 +42,7 @@ def register(commands: Any) -> None:
         ),
     )
     add_kafka_flags(report)
-    env_flag(report, "--topic", TOPIC_ENV["drift"], TopicNames().drift, "the drift topic")
+    env_flag(report, "--topic", topic_env("drift"), TopicNames().drift, "the drift topic")
     report.add_argument(
         "--out",
         default="drift_report.png",

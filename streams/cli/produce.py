@@ -96,14 +96,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def drift_shift(spec: str, models_dir: Path) -> Any:
     """A function shifting a feature matrix per ``spec``, in units of the active baseline's std."""
-    import numpy as np
-
-    from streams.model.loader import current_version, read_manifest
-    from streams.tools.shift import apply_shifts, parse_shift_spec
+    from schemas.manifest import read_manifest
+    from schemas.models_dir import current_version
+    from streams.tools.shift import apply_shifts, parse_shift_spec, stds_from_baseline
 
     shifts = parse_shift_spec(spec)
-    baseline = read_manifest(models_dir, current_version(models_dir))["drift_baseline"]["features"]
-    from schemas.features import FEATURE_NAMES
-
-    stds = np.array([baseline[name]["std"] for name in FEATURE_NAMES])
+    baseline = read_manifest(models_dir, current_version(models_dir)).drift_baseline
+    stds = stds_from_baseline(baseline)
     return lambda matrix: apply_shifts(matrix, shifts, stds)

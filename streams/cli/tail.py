@@ -101,7 +101,7 @@ def render_dlq(msg: Message) -> str:
 
 
 def render_drift(msg: Message) -> str:
-    from streams.drift.monitor import decode_snapshot
+    from schemas.drift_codec import decode_snapshot
 
     s = decode_snapshot(msg.value() or b"")
     drifted = ", ".join(s.drifted_features) or "none"

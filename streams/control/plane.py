@@ -65,7 +65,7 @@ class ModelsDirLoader:
 
     def current_version(self) -> str:
         """The version ``models/current`` points at; raises ModelLoadError if unreadable."""
-        from streams.model.loader import current_version
+        from schemas.models_dir import current_version
 
         return current_version(self.models_dir)
 

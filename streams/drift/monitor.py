@@ -1,12 +1,12 @@
 """Drift monitoring: per-feature and prediction drift of the scored stream against the training set.
 
-A :class:`DriftMonitor` per scorer instance and model version keeps, per micro-batch and fully
-vectorised, the sufficient statistics of every feature and of the fraud score: row count, mean and
-``m2`` (sum of squared deviations, Welford/Chan) and counts per baseline bin. Every interval it
-closes a window into a :class:`DriftSnapshot`, which the scorer publishes to the ``drift`` topic.
-Because a snapshot carries sufficient statistics, :func:`merge_snapshots` combines instances and
-windows *exactly* (Chan et al.'s parallel update) and recomputes PSI and z from the merged counts.
-
+A :class:`DriftMonitor` per scorer instance and served model (version, A/B variant) keeps, per
+micro-batch and fully vectorised, the sufficient statistics of every feature and of the fraud
+score: row count, mean and ``m2`` (sum of squared deviations, Welford/Chan) and counts per baseline
+bin. Every interval it closes a window into a ``DriftSnapshot`` (``schemas.drift_codec``), which
+the scorer publishes to the ``drift`` topic. Because a snapshot carries sufficient statistics,
+:func:`merge_snapshots` combines instances and windows *exactly* (Chan et al.'s parallel update)
+and recomputes PSI and z from the merged counts.
 Statistics, chosen so that a stationary stream drawn from the training distribution raises almost
 no false alarms at any realistic window size (thousands to hundreds of thousands of rows):
 
@@ -29,38 +29,31 @@ no false alarms at any realistic window size (thousands to hundreds of thousands
   (p ~ 1e-17). With 29 features the fleet sees ~1 false flag per 10^6 windows, fewer as n grows.
 
 Values are binned as float32 (the model's input type) against the baseline edges rounded *up* to
-float32, which is exactly ``x >= edge`` (streams/drift_baseline.py, shared with training).
+float32, which is exactly ``x >= edge`` (schemas/drift_baseline.py, shared with training).
 Nothing here imports pandas, scikit-learn or xgboost.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import io
-import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import fastavro
 import numpy as np
 import numpy.typing as npt
 
-import schemas.features
 from schemas.drift_baseline import (
     F64,
     I64,
     PSI_EPSILON,
+    DriftBaseline,
     bin_counts,
-    parse_baseline,
     population_stability_index,
     upper_f32,
 )
-from schemas.errors import ConfigError, SchemaError
+from schemas.drift_codec import DriftSnapshot, FeatureDrift, PredictionDrift
+from schemas.errors import ConfigError
 from schemas.features import FEATURE_NAMES
 from streams.metrics import ScorerMetrics
 
@@ -68,11 +61,6 @@ __all__ = [
     "PSI_EPSILON",
     "DriftConfig",
     "DriftMonitor",
-    "DriftSnapshot",
-    "FeatureDrift",
-    "PredictionDrift",
-    "decode_snapshot",
-    "encode_snapshot",
     "merge_snapshots",
     "population_stability_index",
 ]
@@ -96,60 +84,6 @@ class DriftConfig:
                 )
         if self.min_count < 1:
             raise ConfigError(f"drift min_count must be >= 1, got {self.min_count}")
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """One feature in one window: sufficient statistics, baseline, z-score, PSI, verdict."""
-
-    name: str
-    count: int
-    mean: float
-    m2: float
-    std: float
-    baseline_mean: float
-    baseline_std: float
-    z_score: float
-    bin_counts: tuple[int, ...]
-    baseline_proportions: tuple[float, ...]
-    psi: float
-    drifted: bool
-
-
-@dataclass(frozen=True)
-class PredictionDrift:
-    """The fraud-score distribution in one window against the training scores."""
-
-    count: int
-    mean: float
-    m2: float
-    baseline_mean: float
-    block_threshold: float
-    above_threshold_count: int
-    share_above_threshold: float
-    bin_counts: tuple[int, ...]
-    baseline_proportions: tuple[float, ...]
-    psi: float
-    drifted: bool
-
-
-@dataclass(frozen=True)
-class DriftSnapshot:
-    """One drift window of one instance, or an exact merge of several (Avro ``DriftSnapshot``)."""
-
-    scorer_id: str
-    model_version: str
-    window_start_ms: int
-    window_end_ms: int
-    count: int
-    psi_threshold: float
-    z_threshold: float
-    t_threshold: float
-    min_count: int
-    features: tuple[FeatureDrift, ...]
-    prediction: PredictionDrift
-    drifted: bool
-    drifted_features: tuple[str, ...]
 
 
 class _Stats:
@@ -186,7 +120,7 @@ class _Reference:
 
     names: tuple[str, ...]
     mean: F64
-    std: F64  # the score's entry is unused
+    std: F64  # the score's entry is informative only
     proportions: F64  # (features + 1, bins)
     block_threshold: float
 
@@ -195,27 +129,31 @@ class _Reference:
 
 
 class DriftMonitor:
-    """Drift statistics of one scorer instance serving one model version.
+    """Drift statistics of one scorer instance serving one model as one A/B variant.
 
-    ``baseline`` is ``manifest["drift_baseline"]``; an invalid one raises :class:`ModelLoadError`
-    (refuse the bundle). ``block_threshold`` should be the model's BLOCK threshold: the share of
-    scores at or above it is reported. Not thread-safe: call from the scoring loop. Never blocks.
+    ``baseline`` is the served bundle's (already validated with its manifest): A's rows are
+    compared with A's baseline, B's with B's. ``block_threshold`` should be the model's BLOCK
+    threshold: the share of scores at or above it is reported. Not thread-safe: call from the
+    scoring loop. Never blocks.
     """
 
     def __init__(
         self,
-        baseline: Mapping[str, Any],
+        baseline: DriftBaseline,
         config: DriftConfig,
         scorer_id: str,
         model_version: str,
         metrics: ScorerMetrics | None = None,
         *,
+        variant: str = "A",
         block_threshold: float = 0.5,
     ) -> None:
-        means, stds, edges, proportions = parse_baseline(baseline)
-        self._ref = _Reference(FEATURE_NAMES, means, stds, proportions, float(block_threshold))
+        self._ref = _Reference(
+            FEATURE_NAMES, baseline.means, baseline.stds, baseline.proportions, block_threshold
+        )
         # Inner edges as (bins - 1, features + 1, 1) to broadcast against values (features + 1, n).
-        self._inner = np.ascontiguousarray(upper_f32(edges[:, 1:-1]).T[:, :, None])
+        self._inner = np.ascontiguousarray(upper_f32(baseline.edges[:, 1:-1]).T[:, :, None])
+        self._variant = variant
         self._config = config
         self._scorer_id = scorer_id
         self._model_version = model_version
@@ -229,6 +167,11 @@ class DriftMonitor:
     def model_version(self) -> str:
         """The model version this monitor's baseline belongs to."""
         return self._model_version
+
+    @property
+    def variant(self) -> str:
+        """The A/B variant whose rows this monitor observes."""
+        return self._variant
 
     def observe(self, features: npt.NDArray[np.floating], scores: npt.NDArray[np.floating]) -> None:
         """Add one batch: ``features`` (n, 29) in FEATURE_NAMES order, ``scores`` (n,).
@@ -286,8 +229,9 @@ class DriftMonitor:
         return self._build(total, self._lifetime_start_ms, now_ms)
 
     def _build(self, stats: _Stats, start_ms: int, end_ms: int) -> DriftSnapshot:
+        model = (self._model_version, self._variant)
         return _build_snapshot(
-            self._ref, self._config, self._scorer_id, self._model_version, start_ms, end_ms, stats
+            self._ref, self._config, self._scorer_id, model, start_ms, end_ms, stats
         )
 
 
@@ -295,11 +239,12 @@ def _build_snapshot(
     ref: _Reference,
     config: DriftConfig,
     scorer_id: str,
-    model_version: str,
+    model: tuple[str, str],
     start_ms: int,
     end_ms: int,
     stats: _Stats,
 ) -> DriftSnapshot:
+    """The snapshot of ``stats`` for ``model`` = (version, variant)."""
     n = stats.count
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = stats.mean if n else np.full(len(stats.mean), np.nan)
@@ -343,7 +288,8 @@ def _build_snapshot(
     drifted = sorted((f for f in features if f.drifted), key=lambda f: (-f.psi, -abs(f.z_score)))
     return DriftSnapshot(
         scorer_id=scorer_id,
-        model_version=model_version,
+        model_version=model[0],
+        variant=model[1],
         window_start_ms=start_ms,
         window_end_ms=end_ms,
         count=n,
@@ -419,38 +365,5 @@ def merge_snapshots(snaps: Sequence[DriftSnapshot]) -> DriftSnapshot:
     scorers = ",".join(sorted({part for s in snaps for part in s.scorer_id.split(",")}))
     start = min(s.window_start_ms for s in snaps)
     end = max(s.window_end_ms for s in snaps)
-    return _build_snapshot(ref, config, scorers, versions[0], start, end, total)
-
-
-@functools.cache
-def _schema() -> Any:
-    # Located next to schemas/features.py: under the editable install, ``schemas`` imported from
-    # another working directory is a namespace package, which importlib.resources cannot read.
-    path = Path(schemas.features.__file__).with_name("drift_snapshot.avsc")
-    return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
-
-
-def encode_snapshot(snapshot: DriftSnapshot) -> bytes:
-    """Avro binary (schemaless, ``schemas/drift_snapshot.avsc``) of a snapshot."""
-    buffer = io.BytesIO()
-    fastavro.schemaless_writer(buffer, _schema(), dataclasses.asdict(snapshot))
-    return buffer.getvalue()
-
-
-def _tupled(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
-
-
-def decode_snapshot(data: bytes) -> DriftSnapshot:
-    """Inverse of :func:`encode_snapshot`; raises SchemaError for bytes that are not one."""
-    buffer = io.BytesIO(data)
-    try:
-        record: Any = fastavro.schemaless_reader(buffer, _schema(), None)
-        features = tuple(FeatureDrift(**_tupled(f)) for f in record.pop("features"))
-        prediction = PredictionDrift(**_tupled(record.pop("prediction")))
-        snapshot = DriftSnapshot(features=features, prediction=prediction, **_tupled(record))
-    except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ... on garbage
-        raise SchemaError(f"not an Avro DriftSnapshot ({type(exc).__name__}: {exc})") from exc
-    if buffer.tell() != len(data):
-        raise SchemaError(f"not an Avro DriftSnapshot ({len(data) - buffer.tell()} trailing bytes)")
-    return snapshot
+    variants = ",".join(sorted({part for s in snaps for part in s.variant.split(",")}))
+    return _build_snapshot(ref, config, scorers, (versions[0], variants), start, end, total)

@@ -8,19 +8,20 @@ scored in ONE ONNX Runtime call. Outcomes come from each variant's own threshold
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from schemas.decision_codec import DECISION_OUTCOMES
+from schemas.manifest import Manifest
 from streams.scoring.cache import DecisionCache
 from streams.scoring.route import variant_b_mask
 
-ALLOW, REVIEW, BLOCK = 0, 1, 2
-OUTCOMES = ("ALLOW", "REVIEW", "BLOCK")
-VARIANTS = ("A", "B")
+# Outcome and variant codes index the Decision schema's enums (schemas.decision_codec).
+ALLOW, REVIEW, BLOCK = (DECISION_OUTCOMES.index(name) for name in ("ALLOW", "REVIEW", "BLOCK"))
 
 
 class Model(Protocol):
@@ -29,7 +30,7 @@ class Model(Protocol):
     @property
     def version(self) -> str: ...
     @property
-    def manifest(self) -> Mapping[str, Any]: ...
+    def manifest(self) -> Manifest: ...
     @property
     def block_threshold(self) -> float: ...
     @property

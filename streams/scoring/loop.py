@@ -32,17 +32,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from schemas.decision_codec import encode_decisions
+from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, encode_decisions
+from schemas.drift_codec import encode_snapshot
 from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage
 from schemas.transaction_codec import decode_transactions
-from streams.config import KafkaSettings, TopicNames
-from streams.drift.monitor import DriftConfig, DriftMonitor, encode_snapshot
+from streams.config import DLQ_MAX_MESSAGE_BYTES, KafkaSettings, TopicNames
+from streams.drift.monitor import DriftConfig, DriftMonitor
 from streams.metrics import ScorerMetrics
-from streams.scoring.batch import OUTCOMES, VARIANTS, Serving, score_batch
+from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
-from streams.tools.topics import DLQ_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Scorer:
             )
         )
         self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
-        self._drift: DriftMonitor | None = None
+        self._drift: dict[str, DriftMonitor] = {}  # by variant
         self._next_lag_check = 0.0
         self._failed = False
 
@@ -189,8 +189,10 @@ class Scorer:
         batch, poisons = decode_transactions(values, max_message_bytes=cfg.max_message_bytes)
         self._dlq_guard.check(n_in, len(poisons))
         t1 = clock()
+        # The serving state is read once per batch and handed to every stage that needs it.
+        state = self._serving.state
         scored = score_batch(
-            self._serving.state, self._cache, batch.transaction_ids, batch.card_ids, batch.features
+            state, self._cache, batch.transaction_ids, batch.card_ids, batch.features
         )
         t2 = clock()
         partitions = np.fromiter((m.partition() for m in messages), np.int32, n_in)
@@ -230,7 +232,7 @@ class Scorer:
             self._dead_letter(messages, poisons, pending)
         self._tracker.add(pending)
         t4 = clock()
-        self._observe_drift(batch.features, scored.probability)
+        self._observe_drift(state, batch.features, scored)
         t5 = clock()
         metrics.consumed.inc(n_in)
         metrics.batch_size.observe(n_in)
@@ -312,13 +314,14 @@ class Scorer:
         versions: list[str],
         outcome: np.ndarray,
     ) -> None:
-        combined = variant.astype(np.int64) * 3 + outcome
-        counts = np.bincount(combined, minlength=6)
+        n_outcomes = len(DECISION_OUTCOMES)
+        combined = variant.astype(np.int64) * n_outcomes + outcome
+        counts = np.bincount(combined, minlength=len(VARIANTS) * n_outcomes)
         pending.outcome_counts = {
-            (VARIANTS[v], versions[v], OUTCOMES[o]): int(counts[v * 3 + o])
+            (VARIANTS[v], versions[v], DECISION_OUTCOMES[o]): int(counts[v * n_outcomes + o])
             for v in range(len(versions))
-            for o in range(3)
-            if counts[v * 3 + o]
+            for o in range(n_outcomes)
+            if counts[v * n_outcomes + o]
         }
 
     def _on_batch_acked(self, batch: PendingBatch) -> None:
@@ -385,28 +388,61 @@ class Scorer:
             if tp.offset >= 0 and high >= 0:
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(high - tp.offset)
 
-    def _observe_drift(self, features: np.ndarray, scores: np.ndarray) -> None:
+    def _observe_drift(self, state: Serving, features: np.ndarray, scored: ScoredBatch) -> None:
+        """Feed each variant's rows to the monitor of the model that scored them.
+
+        A's rows are compared with A's baseline and B's with B's; a monitor whose model is no
+        longer served for its variant publishes its last window and is replaced.
+        """
         if self.config.drift is None or features.shape[0] == 0:
             return
-        model = self._serving.state.a
-        if self._drift is None or self._drift.model_version != model.version:
-            self._publish_drift(final=True)
-            self._drift = DriftMonitor(
-                model.manifest["drift_baseline"],
-                self.config.drift,
-                scorer_id=self.config.scorer_id,
-                model_version=model.version,
-                metrics=self._metrics,
-                block_threshold=model.block_threshold,
-            )
-        self._drift.observe(features, scores)
+        served = {"A": state.a} if state.b is None else {"A": state.a, "B": state.b}
+        for name in [v for v in self._drift if v not in served]:
+            self._publish_drift(final=True, variant=name)
+            del self._drift[name]
+        for v, (name, model) in enumerate(served.items()):
+            monitor = self._drift.get(name)
+            if monitor is None or monitor.model_version != model.version:
+                self._publish_drift(final=True, variant=name)
+                monitor = self._drift[name] = DriftMonitor(
+                    model.manifest.drift_baseline,
+                    self.config.drift,
+                    scorer_id=self.config.scorer_id,
+                    model_version=model.version,
+                    # The drift gauges describe the champion; B's drift is in its snapshots.
+                    metrics=self._metrics if name == "A" else None,
+                    variant=name,
+                    block_threshold=model.block_threshold,
+                )
+            rows = scored.variant == v
+            if len(served) == 1:
+                monitor.observe(features, scored.probability)
+            elif rows.any():
+                monitor.observe(features[rows], scored.probability[rows])
 
-    def _publish_drift(self, final: bool) -> None:
-        monitor = self._drift
-        if monitor is None or not (final or monitor.due(time.monotonic())):
-            return
-        snapshot = monitor.snapshot(int(time.time() * 1000))
-        if snapshot.count:
-            self._producer.produce(
-                self.config.topics.drift, encode_snapshot(snapshot), self.config.scorer_id.encode()
-            )
+    def _publish_drift(self, final: bool, variant: str | None = None) -> None:
+        """Publish due windows (every variant's, or one variant's last one when ``final``).
+
+        Goes through :meth:`_produce`, so a full local queue is served and retried, never raised.
+        """
+        names = list(self._drift) if variant is None else [variant]
+        now = time.monotonic()
+        for name in names:
+            monitor = self._drift.get(name)
+            if monitor is None or not (final or monitor.due(now)):
+                continue
+            snapshot = monitor.snapshot(int(time.time() * 1000))
+            if snapshot.count:
+                self._produce(
+                    self.config.topics.drift,
+                    encode_snapshot(snapshot),
+                    self.config.scorer_id.encode(),
+                    _log_drift_delivery,
+                    None,
+                )
+
+
+def _log_drift_delivery(error: KafkaError | None, message: Message) -> None:
+    """A drift snapshot is telemetry: a failed delivery is logged, never retried or fatal."""
+    if error is not None:
+        log.warning("drift snapshot not delivered to %s: %s", message.topic(), error)

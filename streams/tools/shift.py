@@ -20,11 +20,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from schemas.drift_baseline import DriftBaseline
 from schemas.errors import ConfigError
 from schemas.features import FEATURE_NAMES
 
@@ -93,10 +94,9 @@ def _parse_shift(part: str, text: str) -> tuple[ShiftKind, float]:
     return ("sd" if match["sd"] else "add"), amount
 
 
-def stds_from_baseline(drift_baseline: Mapping[str, Any]) -> dict[str, float]:
-    """Per-feature standard deviations from a manifest's ``drift_baseline``."""
-    features = drift_baseline.get("features", {})
-    return {name: float(entry["std"]) for name, entry in features.items() if "std" in entry}
+def stds_from_baseline(baseline: DriftBaseline) -> dict[str, float]:
+    """Per-feature standard deviations of a bundle's drift baseline."""
+    return {name: float(std) for name, std in zip(FEATURE_NAMES, baseline.stds, strict=False)}
 
 
 def apply_shifts(

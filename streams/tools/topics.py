@@ -26,22 +26,21 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from schemas.errors import BrokerError, ConfigError
-from streams.config import KafkaSettings, TopicNames
+from streams.config import (
+    DLQ_MAX_MESSAGE_BYTES,
+    TRANSACTIONS_MAX_MESSAGE_BYTES,
+    KafkaSettings,
+    TopicNames,
+    TopicRole,
+)
 
 DAY_MS = 24 * 60 * 60 * 1000
-# Kafka's default record-batch limit; a transaction bigger than this is refused by the broker.
-TRANSACTIONS_MAX_MESSAGE_BYTES = 1_048_576
-# A DLQ record carries the original bytes untouched plus headers naming the error, source topic,
-# partition and offset (and the original headers): twice the input limit leaves ample room.
-# The scorer's DLQ producer must allow this size too (librdkafka ``message.max.bytes``).
-DLQ_MAX_MESSAGE_BYTES = 2 * TRANSACTIONS_MAX_MESSAGE_BYTES
 DEFAULT_PARTITIONS = 6  # transactions and decisions: enough for a few instances on a small host
 SHOWN_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy", "max.message.bytes")
 
 NOT_YET_SERVED = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.LEADER_NOT_AVAILABLE})
 K = TypeVar("K")
 
-Role = Literal["transactions", "decisions", "drift", "control", "control_events", "dlq"]
 Outcome = Literal["created", "exists", "differs"]
 
 
@@ -49,7 +48,7 @@ Outcome = Literal["created", "exists", "differs"]
 class TopicSpec:
     """What one topic of the product should look like."""
 
-    role: Role
+    role: TopicRole
     name: str
     partitions: int
     config: Mapping[str, str] = field(default_factory=dict)
@@ -138,7 +137,7 @@ class PartitionOffsets:
 class TopicDescription:
     """A topic as the cluster has it: partitions, the configs we care about, offsets."""
 
-    role: Role
+    role: TopicRole
     name: str
     exists: bool
     config: Mapping[str, str] = field(default_factory=dict)

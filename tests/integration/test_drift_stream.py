@@ -19,9 +19,10 @@ import pytest
 from confluent_kafka import Message
 
 from schemas.features import FEATURE_NAMES
+from schemas.models_dir import current_version
 from streams.config import KafkaSettings, TopicNames
 from streams.drift.monitor import DriftSnapshot, decode_snapshot, merge_snapshots
-from streams.model.loader import current_version, load_bundle
+from streams.model.loader import load_bundle
 from streams.tools.replayer import ReplayOptions, ReplayResult, replay
 from streams.tools.shift import apply_shifts, parse_shift_spec, stds_from_baseline
 from tests.fixtures.models import FIXTURE_PREVALENCE
@@ -50,7 +51,7 @@ def stream() -> Matrix:
 def shift_of(models_dir: Path, spec: str) -> Shift:
     """The replayer's shift for ``spec`` (e.g. ``V14=+1.5sd``), in the bundle's baseline stds."""
     manifest = load_bundle(models_dir, current_version(models_dir)).manifest
-    stds = stds_from_baseline(manifest["drift_baseline"])
+    stds = stds_from_baseline(manifest.drift_baseline)
     shifts = parse_shift_spec(spec)
     return lambda matrix: np.asarray(apply_shifts(matrix, shifts, stds), dtype=np.float64)
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from schemas.features import FEATURE_NAMES
+from schemas.models_dir import current_version
 from streams.config import KafkaSettings, TopicNames
-from streams.model.loader import current_version, load_bundle
+from streams.model.loader import load_bundle
 from streams.tools.replayer import ReplayOptions, ReplayResult, replay
 from streams.tools.topics import TopicAdmin
 from tests.fixtures.scorer import ScorerLauncher, read_decisions, read_topic

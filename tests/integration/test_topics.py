@@ -11,8 +11,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from ops.kafka_broker import free_ports
 from schemas.errors import BrokerError
 from streams.cli import main
-from streams.config import KafkaSettings
-from streams.tools.topics import DLQ_MAX_MESSAGE_BYTES, TopicAdmin
+from streams.config import DLQ_MAX_MESSAGE_BYTES, KafkaSettings
+from streams.tools.topics import TopicAdmin
 from tests.fixtures.kafka import TopicFactory
 
 pytestmark = pytest.mark.integration

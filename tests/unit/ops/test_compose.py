@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.cli._args import topic_env
+from streams.config import TOPIC_ROLES
+
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "ops" / "Dockerfile"
@@ -24,9 +27,10 @@ def compose() -> dict[str, Any]:
 
 
 def cli_variables() -> set[str]:
-    """Every SENTINEL_* / KAFKA_BOOTSTRAP_SERVERS string literal in the CLI's sources."""
+    """Every SENTINEL_* / KAFKA_BOOTSTRAP_SERVERS string literal in the CLI's sources, plus the
+    topic variables the CLI derives from the topic roles."""
     literal = re.compile(r"""["'](SENTINEL_[A-Z0-9_]+|KAFKA_BOOTSTRAP_SERVERS)["']""")
-    names: set[str] = set()
+    names: set[str] = {topic_env(role) for role in TOPIC_ROLES}
     for source in (ROOT / "streams" / "cli").glob("*.py"):
         names |= set(literal.findall(source.read_text()))
     return names

@@ -14,8 +14,9 @@ import pytest
 
 from schemas.errors import ConfigError, ModelLoadError
 from schemas.features import FEATURE_NAMES
+from schemas.models_dir import current_version
 from streams.cli import main
-from streams.model.loader import current_version, load_bundle
+from streams.model.loader import load_bundle
 from tests.fixtures.models import quick_config
 from training import export, report
 from training.pipeline import train
@@ -130,10 +131,10 @@ def test_the_published_bundle_loads_and_serves_its_recorded_scores(
 ) -> None:
     models, _ = cli_run
     bundle = load_bundle(models, current_version(models))
-    sample = bundle.manifest["parity_sample"]
-    served = bundle.predict_proba(np.asarray(sample["features"], dtype=np.float32))
-    np.testing.assert_allclose(served, sample["probabilities"], atol=1e-7)
-    assert bundle.block_threshold == bundle.manifest["thresholds"]["block"]
+    sample = bundle.manifest.parity_sample
+    served = bundle.predict_proba(sample.features.astype(np.float32))
+    np.testing.assert_allclose(served, sample.probabilities, atol=1e-7)
+    assert bundle.block_threshold == bundle.manifest.thresholds.block
 
 
 def test_versions_increment_and_existing_ones_are_never_overwritten(

@@ -14,15 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from schemas.drift_baseline import build_baseline
+from schemas.drift_baseline import DriftBaseline, build_baseline
+from schemas.drift_codec import DriftSnapshot, decode_snapshot, encode_snapshot
 from schemas.errors import ConfigError, ModelLoadError, SchemaError
 from schemas.features import FEATURE_NAMES
 from streams.drift.monitor import (
     DriftConfig,
     DriftMonitor,
-    DriftSnapshot,
-    decode_snapshot,
-    encode_snapshot,
     merge_snapshots,
     population_stability_index,
 )
@@ -45,15 +43,21 @@ def transactions(rng: np.random.Generator, n: int) -> tuple[Matrix, Matrix]:
 
 @pytest.fixture(scope="module")
 def baseline() -> dict[str, Any]:
+    """The baseline as the manifest holds it (JSON), so tests can break it field by field."""
     features, scores = transactions(np.random.default_rng(2024), 100_000)
-    return build_baseline(features, scores)
+    return build_baseline(features, scores).to_json()
 
 
 def monitor(
     baseline: dict[str, Any], metrics: ScorerMetrics | None = None, **config: Any
 ) -> DriftMonitor:
     return DriftMonitor(
-        baseline, DriftConfig(**config), "scorer-1", "v1", metrics, block_threshold=0.5
+        DriftBaseline.from_json(baseline),
+        DriftConfig(**config),
+        "scorer-1",
+        "v1",
+        metrics,
+        block_threshold=0.5,
     )
 
 
@@ -145,7 +149,9 @@ def test_lifetime_covers_every_window_including_the_open_one(baseline: dict[str,
 
 def test_merging_different_model_versions_is_refused(baseline: dict[str, Any]) -> None:
     first = monitor(baseline).snapshot(now_ms=1)
-    other = DriftMonitor(baseline, DriftConfig(), "scorer-2", "v2", block_threshold=0.5)
+    other = DriftMonitor(
+        DriftBaseline.from_json(baseline), DriftConfig(), "scorer-2", "v2", block_threshold=0.5
+    )
     with pytest.raises(ConfigError, match="different model versions"):
         merge_snapshots([first, other.snapshot(now_ms=2)])
     with pytest.raises(ConfigError, match="no drift snapshots"):
@@ -313,7 +319,10 @@ def test_baseline_matches_the_manifest_contract(baseline: dict[str, Any]) -> Non
     v14 = baseline["features"]["V14"]
     assert len(v14["bin_edges"]) == 11 and len(v14["proportions"]) == 10
     assert sum(v14["proportions"]) == pytest.approx(1.0)
-    assert set(baseline["score"]) == {"mean", "bin_edges", "proportions"}
+    assert set(baseline["score"]) == {"mean", "std", "bin_edges", "proportions", "rows", "source"}
+    assert baseline["rows"] == baseline["score"]["rows"] == 100_000
+    parsed = DriftBaseline.from_json(baseline)
+    assert parsed.to_json() == baseline  # the JSON form round-trips exactly
 
 
 def test_avro_round_trip(baseline: dict[str, Any]) -> None:
@@ -344,7 +353,9 @@ def _window(
 ) -> DriftSnapshot:
     features, scores = transactions(np.random.default_rng(end_ms), 1_000)
     features[:, V14] += shift
-    drift = DriftMonitor(baseline, DriftConfig(), scorer, version, block_threshold=0.5)
+    drift = DriftMonitor(
+        DriftBaseline.from_json(baseline), DriftConfig(), scorer, version, block_threshold=0.5
+    )
     drift.observe(features, scores)
     return drift.snapshot(now_ms=end_ms)
 

@@ -13,14 +13,9 @@ import numpy as np
 import pytest
 
 from schemas.errors import ModelLoadError
-from streams.model.loader import (
-    ModelBundle,
-    activate_version,
-    current_version,
-    load_bundle,
-    load_current,
-    read_manifest,
-)
+from schemas.manifest import read_manifest
+from schemas.models_dir import activate_version, current_version
+from streams.model.loader import ModelBundle, load_bundle, load_current
 
 
 @pytest.fixture
@@ -42,13 +37,13 @@ def test_the_active_bundle_loads_and_scores_float32_batches(models_dir: Path) ->
     bundle = load_current(models_dir)
     assert isinstance(bundle, ModelBundle) and bundle.version == "v1"
     manifest = read_manifest(models_dir, "v1")
-    assert bundle.block_threshold == manifest["thresholds"]["block"]
-    assert bundle.review_threshold == manifest["thresholds"]["review"] <= bundle.block_threshold
-    assert bundle.sha256 == manifest["onnx"]["sha256"]
-    features = np.asarray(manifest["parity_sample"]["features"], dtype=np.float32)
+    assert bundle.block_threshold == manifest.thresholds.block
+    assert bundle.review_threshold == manifest.thresholds.review <= bundle.block_threshold
+    assert bundle.sha256 == manifest.onnx.sha256
+    features = manifest.parity_sample.features.astype(np.float32)
     scores = bundle.predict_proba(features)
     assert scores.dtype == np.float64 and scores.shape == (64,)
-    np.testing.assert_allclose(scores, manifest["parity_sample"]["probabilities"], atol=1e-7)
+    np.testing.assert_allclose(scores, manifest.parity_sample.probabilities, atol=1e-7)
     assert ((scores >= 0) & (scores <= 1)).all()
     options = bundle.session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
@@ -81,12 +76,16 @@ def test_an_absent_version_is_refused(copy_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "check"),
     [
-        (lambda m: m["feature_names"].reverse(), "feature order"),
+        (lambda m: m["feature_names"].reverse(), "manifest"),
         (lambda m: m["onnx"].update(probability_output="scores"), "output"),
         (lambda m: m["onnx"].update(input_name="x"), "input"),
-        (lambda m: m["thresholds"].update(review=0.9, block=0.1), "thresholds"),
-        (lambda m: m.update(version="v7"), "version"),
-        (lambda m: m.update(format=2), "format"),
+        (lambda m: m["onnx"].update(input_shape=[None, 30]), "manifest"),
+        (lambda m: m["thresholds"].update(review=0.9, block=0.1), "manifest"),
+        (lambda m: m.update(version="v7"), "manifest"),
+        (lambda m: m.update(format=2), "manifest"),
+        (lambda m: m.pop("drift_baseline"), "manifest"),
+        (lambda m: m["drift_baseline"]["features"].pop("V3"), "manifest"),
+        (lambda m: m["drift_baseline"]["score"].update(proportions=[1.0]), "manifest"),
         (
             lambda m: m["parity_sample"].update(
                 probabilities=[p + 1e-3 for p in m["parity_sample"]["probabilities"]]
@@ -94,7 +93,19 @@ def test_an_absent_version_is_refused(copy_dir: Path) -> None:
             "parity",
         ),
     ],
-    ids=["feature-order", "output", "input", "thresholds", "version", "format", "parity"],
+    ids=[
+        "feature-order",
+        "output",
+        "input",
+        "input-shape",
+        "thresholds",
+        "version",
+        "format",
+        "no-drift-baseline",
+        "drift-baseline-feature",
+        "drift-baseline-score",
+        "parity",
+    ],
 )
 def test_an_inconsistent_manifest_is_refused_naming_the_check(
     copy_dir: Path, change: Callable[[dict[str, Any]], None], check: str
@@ -118,7 +129,11 @@ def test_a_model_with_the_wrong_input_width_is_refused(copy_dir: Path) -> None:
     data = payload.SerializeToString()
     (copy_dir / "v1" / "model.onnx").write_bytes(data)
     _edit_manifest(copy_dir, lambda m: m["onnx"].update(sha256=hashlib.sha256(data).hexdigest()))
-    with pytest.raises(ModelLoadError, match=r"input shape check failed: .*\[\?, 29\]"):
+    with pytest.raises(ModelLoadError, match=r"input shape check failed: .*\[None, 30\]"):
+        load_bundle(copy_dir, "v1")
+    # A manifest that claims the graph's wrong width is refused before the graph is even read.
+    _edit_manifest(copy_dir, lambda m: m["onnx"].update(input_shape=[None, 30]))
+    with pytest.raises(ModelLoadError, match=r"manifest check failed: onnx.input_shape"):
         load_bundle(copy_dir, "v1")
 
 
@@ -149,7 +164,7 @@ def test_second_bundle_is_a_different_model(models_dir: Path, second_bundle: Any
     first, second = load_bundle(models_dir, "v1"), load_bundle(models_dir, "v2")
     assert second_bundle.version == "v2" and current_version(models_dir) == "v1"
     assert first.sha256 != second.sha256
-    assert second.manifest["data"]["seed"] == 8
+    assert second.manifest.data.seed == 8
 
 
 @pytest.mark.parametrize("name", ["../v1", "current", "", "v1/..", ".hidden"])

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from schemas.drift_baseline import build_baseline
 from schemas.errors import ConfigError
 from schemas.features import FEATURE_NAMES
 from streams.tools.shift import (
@@ -80,10 +81,17 @@ def test_apply_shifts_moves_only_the_named_columns() -> None:
 
 
 def test_sd_shift_uses_the_baseline_std_of_that_feature() -> None:
-    baseline = {"features": {"V14": {"mean": 0.0, "std": 0.5}, "V1": {"mean": 0.0, "std": 9.0}}}
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(1_000, len(FEATURE_NAMES)))
+    rows[:, V14] *= 0.5
+    rows[:, FEATURE_NAMES.index("V1")] *= 9.0
+    baseline = build_baseline(rows, rng.random(100))
+    stds = stds_from_baseline(baseline)
+    assert stds["V14"] == pytest.approx(float(np.std(rows[:, V14])))
     matrix = np.zeros((3, len(FEATURE_NAMES)))
-    shifted = apply_shifts(matrix, parse_shift_spec("V14=-2sd"), stds_from_baseline(baseline))
-    assert shifted[:, V14].tolist() == [-1.0, -1.0, -1.0]
+    shifted = apply_shifts(matrix, parse_shift_spec("V14=-2sd"), stds)
+    expected = -2 * stds["V14"]
+    assert shifted[:, V14].tolist() == [expected] * 3
     assert shifted[:, FEATURE_NAMES.index("V1")].tolist() == [0.0, 0.0, 0.0]
 
 
