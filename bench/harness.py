@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+# confluent_kafka.admin re-exports these without __all__, which strict mypy reads as private.
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from ops.kafka_broker import free_ports
 from streams.config import KafkaSettings, TopicNames
@@ -125,7 +127,9 @@ def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
     """(count, seconds between the first and last decision's broker timestamps)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-span"})
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    first, last, count = [], [], 0
+    first: list[int] = []
+    last: list[int] = []
+    count = 0
     for p in parts:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
         if high <= low:
@@ -173,7 +177,7 @@ def read_latencies(
         for msg in consumer.consume(1000, timeout=0.002):
             if msg.error() is None:
                 now_ms = time.time() * 1000
-                latencies.append(now_ms - decode_decision(msg.value())["event_time"])
+                latencies.append(now_ms - decode_decision(msg.value() or b"")["event_time"])
     consumer.close()
     return np.array(latencies)
 

@@ -43,7 +43,7 @@ def run_naive(
             continue
         if began is None:
             began = time.perf_counter()
-        tx = transaction_codec.decode(msg.value())
+        tx = transaction_codec.decode(msg.value() or b"")
         row = np.array([[*tx["features"], tx["amount"]]], dtype=np.float32)
         if invalid_rows(row):
             continue

@@ -157,7 +157,7 @@ def _candidate(models_dir: Path) -> str | None:
     return others[-1] if out.returncode == 0 and others else None
 
 
-def _publish(bootstrap: str, topic: str, command: str, **arguments: object) -> str:
+def _publish(bootstrap: str, topic: str, command: str, **arguments: str | int) -> str:
     from streams.control.commands import new_command
 
     cmd = new_command(command, arguments, issuer="bench")
@@ -206,7 +206,11 @@ def _reader(
 
 
 def _latency(
-    bootstrap: str, models_dir: Path, features: np.ndarray, labels: np.ndarray, rate: int
+    bootstrap: str,
+    models_dir: Path,
+    features: np.ndarray,
+    labels: np.ndarray | None,
+    rate: int,
 ) -> dict[str, Any]:
     """Offer ``rate`` tx/s for 10 s to a warmed-up scorer; a reader in another process stamps
     each decision as it is consumed."""
@@ -270,7 +274,7 @@ def _control_latency(bootstrap: str, models_dir: Path, candidate: str) -> dict[s
                 msg = events.poll(0.05)
                 if msg is None or msg.error():
                     continue
-                event = json.loads(msg.value())
+                event = json.loads(msg.value() or b"{}")
                 if event.get("command_id") == command_id and event.get("type") == "ack":
                     acked.add(event["scorer_id"])
             samples.append((time.perf_counter() - began) * 1000)
@@ -305,7 +309,7 @@ def _goals(results: dict[str, Any]) -> list[str]:
     """The issue's goals against this run's figures (computed, not hand-written)."""
 
     def drain(workload: str) -> float:
-        return max(d["tx_per_s"] for d in results["drain"] if d["workload"] == workload)
+        return float(max(d["tx_per_s"] for d in results["drain"] if d["workload"] == workload))
 
     at_10k = next(r for r in results["latency"] if r["offered"] == 10_000)
     drift_on, drift_off = drain("all distinct"), drain("all distinct, drift off")
@@ -387,7 +391,9 @@ def _write(results: dict[str, Any], path: Path) -> None:
         f"**{naive['ratio']:.1f}x**.",
         "",
     ]
-    profile = next((d["profile_us"] for d in results["drain"] if d["profile_us"]), {})
+    profile: dict[str, float] = next(
+        (d["profile_us"] for d in results["drain"] if d["profile_us"]), {}
+    )
     if profile:
         lines += [
             "## Per-stage profile (1 worker, all distinct; µs per message)",

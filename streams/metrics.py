@@ -83,6 +83,11 @@ class ScorerMetrics:
         self.ab_split_percent = Gauge(
             "sentinel_ab_split_percent", "Percent of cards routed to variant B", registry=registry
         )
+        self.control_applied_offset = Gauge(
+            "sentinel_control_applied_offset",
+            "Control-log offset of the last command this instance applied (-1: none)",
+            registry=registry,
+        )
         self.control_commands = Counter(
             "sentinel_control_commands",
             "Control commands handled, by command and result (ok / refused)",

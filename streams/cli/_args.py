@@ -77,6 +77,41 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_models_dir_flag(parser: argparse.ArgumentParser, help: str = "model bundles") -> None:
+    """``--models-dir``: where the versioned bundles and the ``current`` pointer live."""
+    env_flag(parser, "--models-dir", "SENTINEL_MODELS_DIR", "models", help)
+
+
+def control_keys() -> tuple[dict[str, bytes], str | None]:
+    """The control-plane signing keys (key id -> secret) and the key id to sign with.
+
+    ``SENTINEL_CONTROL_KEYS`` holds ``id=secret`` pairs, comma-separated (several during a key
+    rotation); ``SENTINEL_CONTROL_KEY`` is one secret with key id ``default``;
+    ``SENTINEL_CONTROL_KEY_ID`` picks the key to sign with (default: ``default`` if present,
+    else the first listed). No keys: commands are unsigned and unsigned commands accepted.
+    Raises ConfigError naming a malformed pair or an unknown signing key id, never a secret.
+    """
+    from schemas.errors import ConfigError
+
+    keys: dict[str, bytes] = {}
+    for pair in os.environ.get("SENTINEL_CONTROL_KEYS", "").split(","):
+        if not pair.strip():
+            continue
+        key_id, sep, secret = pair.strip().partition("=")
+        if not sep or not key_id or not secret:
+            raise ConfigError(f"SENTINEL_CONTROL_KEYS: entry {len(keys) + 1} is not KEY_ID=SECRET")
+        keys[key_id] = secret.encode()
+    single = os.environ.get("SENTINEL_CONTROL_KEY")
+    if single:
+        keys["default"] = single.encode()
+    chosen = os.environ.get("SENTINEL_CONTROL_KEY_ID") or None
+    if chosen is not None and chosen not in keys:
+        raise ConfigError(f"SENTINEL_CONTROL_KEY_ID={chosen!r} names no configured key")
+    if chosen is None and keys:
+        chosen = "default" if "default" in keys else next(iter(keys))
+    return keys, chosen
+
+
 def add_broker_dir_flag(parser: argparse.ArgumentParser) -> None:
     """``--broker-dir``: where the local dev broker keeps its data, logs and ``broker.json``."""
     env_flag(

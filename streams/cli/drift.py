@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -89,7 +88,9 @@ def read_snapshots(
     """Every snapshot on ``topic`` up to the high watermarks at call time, and how many records
     were not snapshots. Blocks up to ``timeout_s``; BrokerError if Kafka cannot be read, ConfigError
     if the topic does not exist."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, Message
+
+    from streams.log_reader import read_to_end
 
     # librdkafka insists on a group.id; with assign() and no commits, the group is never joined.
     config = settings.client_config(
@@ -101,37 +102,20 @@ def read_snapshots(
     consumer = Consumer(config)
     snapshots: list[DriftSnapshot] = []
     undecodable = 0
+
+    def keep(message: Message) -> None:
+        nonlocal undecodable
+        try:
+            snapshots.append(decode_snapshot(message.value() or b""))
+        except SchemaError:
+            undecodable += 1
+
     try:
         # Listing all topics (not just ours) so a broker with auto-create does not create it.
         metadata = consumer.list_topics(timeout=min(timeout_s, 15.0))
         if topic not in metadata.topics:
             raise ConfigError(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
-        ends: dict[int, int] = {}
-        for partition in sorted(metadata.topics[topic].partitions):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=min(timeout_s, 15.0)
-            )
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"timed out after {timeout_s:g} s reading {topic!r} "
-                    f"({len(ends)} partitions not read to the end)"
-                )
-            for message in consumer.consume(500, timeout=0.5):
-                if message.error() is not None:
-                    raise BrokerError(f"reading {topic!r}: {message.error()}")
-                try:
-                    snapshots.append(decode_snapshot(message.value() or b""))
-                except SchemaError:
-                    undecodable += 1
-            positions = consumer.position([TopicPartition(topic, p) for p in ends])
-            for position in positions:
-                if position.offset >= ends[position.partition]:
-                    del ends[position.partition]
+        read_to_end(consumer, topic, keep, idle_timeout_s=timeout_s)
     except KafkaException as exc:
         raise BrokerError(
             f"cannot read {topic!r} from {settings.bootstrap_servers}: {exc}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from streams.cli._args import (
     add_kafka_flags,
+    add_models_dir_flag,
     add_topic_flags,
     env_flag,
     kafka_settings,
@@ -55,9 +56,7 @@ def register(commands: Any) -> None:
         metavar="FEATURE=SHIFT[,...]",
         help="shift features, e.g. V14=+1.5sd,Amount=x3 (sd = the active model's baseline std)",
     )
-    env_flag(
-        parser, "--models-dir", "SENTINEL_MODELS_DIR", "models", "model bundles (for --drift sd)"
-    )
+    add_models_dir_flag(parser, "model bundles (for --drift sd)")
     parser.set_defaults(run=_run)
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from streams.cli._args import (
     add_kafka_flags,
+    add_models_dir_flag,
     add_topic_flags,
+    control_keys,
     env_flag,
     kafka_settings,
     positive_float,
@@ -42,7 +44,7 @@ def register(commands: Any) -> None:
 
 
 def add_score_flags(parser: argparse.ArgumentParser) -> None:
-    env_flag(parser, "--models-dir", "SENTINEL_MODELS_DIR", "models", "model bundles directory")
+    add_models_dir_flag(parser, "model bundles directory")
     env_flag(parser, "--group-id", "SENTINEL_GROUP_ID", "sentinel-scorer", "consumer group")
     env_flag(parser, "--scorer-id", "SENTINEL_SCORER_ID", None, "instance id (default host-pid)")
     env_flag(parser, "--workers", "SENTINEL_WORKERS", 1, "scorer processes", type=positive_int)
@@ -190,7 +192,7 @@ def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
     metrics = ScorerMetrics(registry)
     if metrics_port:
         start_http_server(metrics_port, registry=registry)
-    key = os.environ.get("SENTINEL_CONTROL_KEY")
+    keys, sign_with = control_keys()
     holder: list[Scorer] = []
     control = ControlPlane(
         config.kafka,
@@ -198,7 +200,8 @@ def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
         scorer_id,
         Path(args.models_dir),
         metrics,
-        signing_key=key.encode() if key else None,
+        keys=keys,
+        sign_with=sign_with,
         stats=lambda: holder[0].stats() if holder else {},
     )
     state = control.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from schemas.errors import ConfigError
-from streams.cli._args import env_flag, positive_float, positive_int
+from streams.cli._args import add_models_dir_flag, positive_float, positive_int
 
 DEFAULT_CSV: Final[Path] = Path("data/creditcard.csv")
 SYNTHETIC: Final[str] = "synthetic"
@@ -59,7 +59,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--seed", type=int, default=7, help="seed of the generator, split and models [default 7]"
     )
-    env_flag(parser, "--models-dir", "SENTINEL_MODELS_DIR", "models", "model bundles directory")
+    add_models_dir_flag(parser, "model bundles directory")
     parser.add_argument(
         "--version", help="bundle version name [default: next free vN]; never overwritten"
     )

@@ -1,13 +1,23 @@
-"""Control commands: parse, validate, sign, and apply them to the serving state. No Kafka here.
+"""Control commands: parse, validate and sign them. No Kafka here.
 
 A command is one JSON object on the ``control`` topic (``schemas/control_command.schema.json``
 documents it; this module validates by hand so the runtime needs no ``jsonschema``). Every
-instance applies the same log with :func:`apply`, so refusals must be deterministic: the same
-command against the same state and the same bundles on disk is refused with the same reason on
-every instance and on every replay.
+instance folds the same log onto its serving state (``streams.control.state``), so refusals must
+be deterministic: the same bytes are refused with the same reason on every instance and on every
+replay.
 
 Signing: HMAC-SHA256 with a shared key over the canonical JSON (sorted keys, no whitespace,
-UTF-8) of the command without its ``signature`` field, hex-encoded.
+UTF-8) of the command without its ``signature`` field, hex-encoded. A command names the key it was
+signed with (``key_id``, default ``"default"``), so operators can rotate keys without a stop: add
+the new key to every scorer, sign with it, then retire the old one.
+
+Any bytes at all may arrive on the control topic. :func:`parse_command` bounds the size and the
+nesting depth *before* parsing, refuses duplicate keys, NaN/Infinity and numbers beyond int64, and
+turns every failure into :class:`CommandRefused`: a record is at worst a refusal.
+
+A command's effect depends only on the log and on bundle *content*: ``reload`` and ``ab_setup``
+name an explicit version and its model sha256 (resolved from ``models/current`` or the bundle when
+the command is *published*), and an instance whose bundle has another sha256 refuses.
 """
 
 from __future__ import annotations
@@ -15,31 +25,35 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal, Protocol, get_args
+from typing import Final, Literal, get_args
 
-from schemas.errors import ModelLoadError, SentinelError
-
-if TYPE_CHECKING:
-    from streams.model.loader import ModelBundle
+from schemas.errors import SentinelError
+from schemas.models_dir import is_version_name
 
 CommandName = Literal["reload", "ab_setup", "ab_split", "promote", "abort", "status"]
 COMMAND_NAMES: Final[tuple[str, ...]] = get_args(CommandName)
 # The arguments each command takes: exactly these, no more, no fewer.
 COMMAND_ARGS: Final[Mapping[str, frozenset[str]]] = {
-    "reload": frozenset(),
-    "ab_setup": frozenset({"candidate_version"}),
+    "reload": frozenset({"version", "model_sha256"}),
+    "ab_setup": frozenset({"candidate_version", "model_sha256"}),
     "ab_split": frozenset({"percent"}),
     "promote": frozenset(),
     "abort": frozenset(),
     "status": frozenset(),
 }
 REQUIRED_FIELDS: Final = ("command_id", "command", "args", "issued_at", "issuer")
-ALLOWED_FIELDS: Final = frozenset({*REQUIRED_FIELDS, "signature"})
+ALLOWED_FIELDS: Final = frozenset({*REQUIRED_FIELDS, "signature", "key_id"})
+DEFAULT_KEY_ID: Final = "default"
+# Bounds checked on the raw bytes before any parsing: a command is a small, flat object.
+MAX_COMMAND_BYTES: Final = 16_384
+MAX_NESTING: Final = 4
+INT64_MAX: Final = 2**63 - 1
 
 # Kept in step with the JSON Schema (tests check both agree on a corpus of commands).
 UUID_RE: Final = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
@@ -47,9 +61,9 @@ ISO_8601_RE: Final = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
     r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
-# A version names a directory under models/: no separators, no leading dot (no "..").
-VERSION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SIGNATURE_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+KEY_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_ISSUER_CHARS: Final = 200
 
 
@@ -71,6 +85,12 @@ class ControlCommand:
     issued_at: str
     issuer: str
     signature: str | None = None
+    key_id: str | None = None
+
+    @property
+    def issued_at_ms(self) -> int:
+        """``issued_at`` as epoch milliseconds (validated on construction)."""
+        return int(datetime.fromisoformat(self.issued_at).timestamp() * 1000)
 
     def to_json_dict(self) -> dict[str, object]:
         """The command's JSON object (without ``signature`` when unsigned)."""
@@ -81,6 +101,8 @@ class ControlCommand:
             "issued_at": self.issued_at,
             "issuer": self.issuer,
         }
+        if self.key_id is not None:
+            fields["key_id"] = self.key_id
         if self.signature is not None:
             fields["signature"] = self.signature
         return fields
@@ -90,9 +112,20 @@ class ControlCommand:
         return canonical_json(self.to_json_dict())
 
     @property
+    def version(self) -> str:
+        """The model version a ``reload`` (``version``) or ``ab_setup`` (``candidate_version``)
+        names."""
+        return str(self.args.get("version", self.args.get("candidate_version")))
+
+    @property
     def candidate_version(self) -> str:
         """``args.candidate_version`` (only valid for ``ab_setup``)."""
         return str(self.args["candidate_version"])
+
+    @property
+    def model_sha256(self) -> str:
+        """``args.model_sha256`` (``reload`` and ``ab_setup``): the bundle content it means."""
+        return str(self.args["model_sha256"])
 
     @property
     def percent(self) -> int:
@@ -119,8 +152,10 @@ def new_command(
     signing_key: bytes | None = None,
     issued_at: datetime | None = None,
     command_id: str | None = None,
+    key_id: str | None = None,
 ) -> ControlCommand:
-    """Build a validated command with a fresh id (signed when ``signing_key`` is given).
+    """Build a validated command with a fresh id (signed when ``signing_key`` is given, naming
+    ``key_id`` when given).
 
     Raises CommandRefused if the command or its arguments are invalid, so the CLI refuses a bad
     command before publishing it.
@@ -133,41 +168,121 @@ def new_command(
         "issued_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "issuer": issuer,
     }
+    if key_id is not None:
+        fields["key_id"] = key_id
     if signing_key is not None:
         fields["signature"] = compute_signature(fields, signing_key)
     return validate_command(fields)
 
 
-def parse_command(raw: bytes | None, signing_key: bytes | None = None) -> ControlCommand:
-    """Decode and validate one control-topic message.
+def _nesting_depth(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text, outside strings (one pass, no parse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
-    With ``signing_key`` set, a command without a valid signature is refused before its content
-    is trusted. Without a key, a signature present is checked for shape only. Raises
-    CommandRefused with a one-line reason; never anything else for bad input.
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    for key, value in pairs:
+        if key in fields:
+            raise CommandRefused(f"duplicate key {key!r:.40} in the command")
+        fields[key] = value
+    return fields
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > INT64_MAX:
+        raise CommandRefused(f"number {text[:24]}... is beyond 64 bits")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise CommandRefused(f"number {text[:24]} is not finite")
+    return value
+
+
+def _no_constant(name: str) -> object:
+    raise CommandRefused(f"{name} is not a JSON number")
+
+
+def decode_json_object(raw: bytes | None) -> dict[str, object]:
+    """The JSON object in ``raw``, or CommandRefused with a one-line reason. Never anything else.
+
+    Size and nesting are bounded on the bytes before parsing, so no input can exhaust memory or
+    the recursion limit; duplicate keys, NaN/Infinity and integers beyond int64 are refused.
     """
     if not raw:
         raise CommandRefused("empty message: a command is a JSON object")
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise CommandRefused(f"a command is at most {MAX_COMMAND_BYTES} bytes, got {len(raw)}")
     try:
-        fields = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CommandRefused(f"unparseable JSON: {exc}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandRefused(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    depth = _nesting_depth(text)
+    if depth > MAX_NESTING:
+        raise CommandRefused(f"JSON nested {depth} deep; a command nests at most {MAX_NESTING}")
+    try:
+        fields = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            parse_constant=_no_constant,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise CommandRefused(f"unparseable JSON: {str(exc)[:120]}") from None
     if not isinstance(fields, dict):
         raise CommandRefused(f"a command must be a JSON object, got {type(fields).__name__}")
-    if signing_key is not None:
-        verify_signature(fields, signing_key)
+    return fields
+
+
+def parse_command(raw: bytes | None, keys: Mapping[str, bytes] | None = None) -> ControlCommand:
+    """Decode and validate one control-topic message.
+
+    With ``keys`` (key id -> secret) given, a command without a valid signature by the key it
+    names is refused before its content is trusted. Without keys, a signature present is checked
+    for shape only. Raises CommandRefused with a one-line reason; never anything else.
+    """
+    fields = decode_json_object(raw)
+    if keys:
+        verify_signature(fields, keys)
     return validate_command(fields)
 
 
-def verify_signature(fields: Mapping[str, object], key: bytes) -> None:
-    """Raise CommandRefused unless ``fields`` carries the right signature for ``key``."""
+def verify_signature(fields: Mapping[str, object], keys: Mapping[str, bytes]) -> None:
+    """Raise CommandRefused unless ``fields`` carries the right signature for the key it names."""
     signature = fields.get("signature")
     if signature is None:
         raise CommandRefused("unsigned command: a signing key is configured")
     if not isinstance(signature, str):
         raise CommandRefused("bad signature: not a hex string")
+    key_id = fields.get("key_id", DEFAULT_KEY_ID)
+    key = keys.get(key_id) if isinstance(key_id, str) else None
+    if key is None:
+        raise CommandRefused(f"bad signature: unknown key id {key_id!r:.70}")
     expected = compute_signature(fields, key)
     if not hmac.compare_digest(signature, expected):
-        raise CommandRefused("bad signature: does not match the command and the shared key")
+        raise CommandRefused(f"bad signature: does not match the command and key {key_id!r}")
 
 
 def validate_command(fields: Mapping[str, object]) -> ControlCommand:
@@ -205,6 +320,9 @@ def validate_command(fields: Mapping[str, object]) -> ControlCommand:
         isinstance(signature, str) and SIGNATURE_RE.fullmatch(signature)
     ):
         raise CommandRefused("signature must be 64 lowercase hex characters")
+    key_id = fields.get("key_id")
+    if key_id is not None and not (isinstance(key_id, str) and KEY_ID_RE.fullmatch(key_id)):
+        raise CommandRefused("key_id must be 1-64 letters, digits, '.', '_' or '-'")
     args = _validate_args(name, fields["args"])
     return ControlCommand(
         command_id=command_id,
@@ -213,6 +331,7 @@ def validate_command(fields: Mapping[str, object]) -> ControlCommand:
         issued_at=issued_at,
         issuer=issuer,
         signature=signature,
+        key_id=key_id,
     )
 
 
@@ -226,11 +345,14 @@ def _validate_args(name: str, args: object) -> dict[str, str | int]:
     extra = sorted(set(args) - expected)
     if extra:
         raise CommandRefused(f"{name}: unexpected argument(s): {', '.join(extra)}")
-    if name == "ab_setup":
-        version = args["candidate_version"]
-        if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-            raise CommandRefused(f"ab_setup: candidate_version {version!r} is not a version name")
-        return {"candidate_version": version}
+    if name in ("reload", "ab_setup"):
+        version_arg = "version" if name == "reload" else "candidate_version"
+        version, sha = args[version_arg], args["model_sha256"]
+        if not is_version_name(version):
+            raise CommandRefused(f"{name}: {version_arg} {version!r:.70} is not a version name")
+        if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
+            raise CommandRefused(f"{name}: model_sha256 must be 64 lowercase hex characters")
+        return {version_arg: str(version), "model_sha256": sha}
     if name == "ab_split":
         percent = args["percent"]
         # JSON has one number type: 30.0 is the integer 30 (as JSON Schema's "integer" says).
@@ -242,77 +364,3 @@ def _validate_args(name: str, args: object) -> dict[str, str | int]:
             raise CommandRefused(f"ab_split: percent must be within 0-100, got {percent}")
         return {"percent": percent}
     return {}
-
-
-@dataclass(frozen=True)
-class ServingState:
-    """What an instance serves: champion A, optional challenger B, B's share of cards.
-
-    Immutable: the control plane swaps the whole object between batches, so a batch always sees
-    one consistent state. ``applied_offset`` is the control-log offset of the last command
-    applied successfully (-1 = none yet).
-    """
-
-    a: ModelBundle
-    b: ModelBundle | None = None
-    split_percent: int = 0
-    applied_offset: int = -1
-
-    def summary(self) -> dict[str, object]:
-        """The JSON-able state published in acks and heartbeats."""
-        return {
-            "a_version": self.a.version,
-            "b_version": None if self.b is None else self.b.version,
-            "split_percent": self.split_percent,
-            "applied_offset": self.applied_offset,
-        }
-
-
-class BundleLoader(Protocol):
-    """Where :func:`apply` gets model bundles (``streams.control.plane`` reads ``models/``).
-
-    Both methods may block (disk, ONNX session, parity smoke test) and raise ModelLoadError.
-    """
-
-    def current_version(self) -> str: ...
-    def load(self, version: str) -> ModelBundle: ...
-
-
-def apply(
-    state: ServingState,
-    command: ControlCommand,
-    loader: BundleLoader,
-    offset: int | None = None,
-) -> ServingState:
-    """The state after ``command``; ``offset`` (its log position) becomes ``applied_offset``.
-
-    Blocks while a bundle loads. Raises CommandRefused (state unchanged) when the command does
-    not apply to ``state`` or its bundle fails to load; the reason is deterministic.
-    """
-    name = command.command
-    if name == "reload":
-        try:
-            new_state = replace(state, a=loader.load(loader.current_version()))
-        except ModelLoadError as exc:
-            raise CommandRefused(f"reload: {exc}") from None
-    elif name == "ab_setup":
-        version = command.candidate_version
-        if version == state.a.version:
-            raise CommandRefused(f"ab_setup: {version} is already serving as A")
-        try:
-            candidate = loader.load(version)
-        except ModelLoadError as exc:
-            raise CommandRefused(f"ab_setup: {exc}") from None
-        new_state = replace(state, b=candidate, split_percent=0)
-    elif name in ("ab_split", "promote", "abort"):
-        if state.b is None:
-            raise CommandRefused(f"{name}: no candidate B is set up (run ab_setup first)")
-        if name == "ab_split":
-            new_state = replace(state, split_percent=command.percent)
-        elif name == "promote":
-            new_state = replace(state, a=state.b, b=None, split_percent=0)
-        else:
-            new_state = replace(state, b=None, split_percent=0)
-    else:  # status
-        new_state = state
-    return new_state if offset is None else replace(new_state, applied_offset=offset)

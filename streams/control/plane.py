@@ -10,6 +10,18 @@ scorer's statistics every few seconds, and a ``stopped`` event on close.
 Model loads and checks happen on the plane's own thread; the scorer only ever reads
 :attr:`ControlPlane.state`, an immutable object swapped in one assignment, once per batch. So
 scoring never pauses for a load and a batch never sees half a command.
+
+The serving state is the fold of the log (``streams.control.state.ControlLog``), nothing else.
+``models/current`` only seeds a brand-new log: an instance that finds no ``reload`` in the log at
+all publishes one (``genesis``) naming the version ``models/current`` points at and its model
+sha256, then folds the log including it, like every other instance will. An instance that cannot
+reproduce the log's state (a bundle with other content on its disk) refuses the command, says so
+in its ack, and keeps serving what it had; ``sentinel control status`` shows the divergence.
+
+No record can stop the control thread: every failure of one record is a refusal. Should the
+thread die anyway (a bug), :attr:`ControlPlane.state` raises :class:`ControlPlaneFailed` from then
+on, so the scorer stops loudly instead of scoring on with a frozen state, and a ``stopped`` event
+with the reason is published.
 """
 
 from __future__ import annotations
@@ -30,19 +42,13 @@ from confluent_kafka import (
     KafkaError,
     Message,
     Producer,
-    TopicPartition,
 )
 
-from schemas.errors import BrokerError, ConfigError
+from schemas.errors import BrokerError, ConfigError, ModelLoadError, SentinelError
 from streams.config import ConfigValue, KafkaSettings, TopicNames
-from streams.control.commands import (
-    COMMAND_NAMES,
-    BundleLoader,
-    CommandRefused,
-    ServingState,
-    apply,
-    parse_command,
-)
+from streams.control.commands import COMMAND_NAMES, DEFAULT_KEY_ID, new_command
+from streams.control.state import BundleLoader, ControlLog, Outcome, ServingState
+from streams.log_reader import read_to_end
 from streams.metrics import ScorerMetrics
 
 if TYPE_CHECKING:
@@ -55,6 +61,10 @@ POLL_TIMEOUT_S = 0.2
 # Replay gives up when the broker delivers nothing for this long before the watermark is reached.
 REPLAY_STALL_S = 60.0
 METADATA_TIMEOUT_S = 15.0
+
+
+class ControlPlaneFailed(SentinelError):
+    """The control thread died: the instance must stop instead of serving a frozen state."""
 
 
 class ModelsDirLoader:
@@ -85,7 +95,9 @@ class ControlPlane:
     """One instance's follower of the control log; see the module docstring.
 
     ``loader`` replaces the ``models_dir`` loader (tests); ``stats`` is called on the plane's
-    thread for each heartbeat and must be thread-safe and quick.
+    thread for each heartbeat and must be thread-safe and quick. ``keys`` (key id -> secret)
+    makes signatures mandatory; the instance signs what it publishes itself (the genesis reload)
+    with ``sign_with`` (default: ``"default"`` if present, else the first key).
     """
 
     def __init__(
@@ -95,10 +107,11 @@ class ControlPlane:
         scorer_id: str,
         models_dir: Path,
         metrics: ScorerMetrics,
-        signing_key: bytes | None = None,
+        keys: Mapping[str, bytes] | None = None,
         heartbeat_interval_s: float = 3.0,
         stats: Callable[[], Mapping[str, object]] = lambda: {},
         loader: BundleLoader | None = None,
+        sign_with: str | None = None,
     ) -> None:
         if not scorer_id:
             raise ConfigError("scorer id must not be empty")
@@ -108,11 +121,19 @@ class ControlPlane:
         self._settings = settings
         self._topics = topics
         self._metrics = metrics
-        self._signing_key = signing_key
+        self._keys = dict(keys or {})
+        if sign_with is not None and sign_with not in self._keys:
+            raise ConfigError(f"signing key id {sign_with!r} is not among the configured keys")
+        self._sign_with = sign_with or (
+            DEFAULT_KEY_ID if DEFAULT_KEY_ID in self._keys else next(iter(self._keys), None)
+        )
         self._heartbeat_interval_s = heartbeat_interval_s
         self._stats = stats
-        self._loader: BundleLoader = loader or ModelsDirLoader(models_dir)
-        self._state: ServingState | None = None
+        self._models = ModelsDirLoader(models_dir)
+        self._loader: BundleLoader = loader or self._models
+        self._log = ControlLog()
+        self._next_offset = 0
+        self._failure: BaseException | None = None
         self._served_labels: set[tuple[str, str, str]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,23 +142,40 @@ class ControlPlane:
 
     @property
     def state(self) -> ServingState:
-        """The current serving state (one atomic read; never blocks). Only after :meth:`start`."""
-        state = self._state
+        """The current serving state (one atomic read; never blocks). Only after :meth:`start`.
+
+        Raises ControlPlaneFailed once the control thread has died.
+        """
+        self.check()
+        state = self._log.serving
         if state is None:
             raise RuntimeError("ControlPlane.state read before start()")
         return state
 
+    def check(self) -> None:
+        """Raise ControlPlaneFailed once the control thread has died (never blocks)."""
+        if self._failure is not None:
+            raise ControlPlaneFailed(f"control thread died: {self._failure!r}")
+
+    @property
+    def alive(self) -> bool:
+        """Whether the control thread is following the log (False before start and after a
+        failure or close)."""
+        thread = self._thread
+        return self._failure is None and thread is not None and thread.is_alive()
+
     def start(self) -> ServingState:
-        """Load A from ``models/current``, replay the control log, then follow it on a thread.
+        """Replay the control log (publishing the genesis reload if the log has none), then
+        follow it on a thread.
 
         Blocks until every command up to the log's current end is applied (acks of replayed
-        commands carry ``"replayed": true``). Raises ModelLoadError if the current model cannot
-        be loaded, ConfigError if the control topic does not exist, BrokerError if the broker
-        stops answering during the replay.
+        commands carry ``"replayed": true``). Raises ModelLoadError if there is no model to serve
+        (the genesis bundle cannot be loaded, or the log's reloads were all refused here),
+        ConfigError if the control topic does not exist, BrokerError if the broker stops
+        answering during the replay.
         """
-        if self._state is not None:
+        if self._thread is not None or self._consumer is not None:
             raise RuntimeError("ControlPlane.start() called twice")
-        self._set_state(ServingState(a=self._loader.load(self._loader.current_version())))
         producer_config: dict[str, ConfigValue] = {
             "client.id": f"{self.scorer_id}-control",
             "acks": "all",
@@ -155,6 +193,8 @@ class ControlPlane:
         self._consumer = Consumer(self._settings.client_config(**consumer_config))
         try:
             self._replay(self._consumer)
+            if self._log.serving is None:
+                self._serve_genesis(self._consumer)
         except BaseException:
             self._consumer.close()
             self._producer.flush(5)
@@ -173,7 +213,7 @@ class ControlPlane:
             self._thread.join()
             self._thread = None
         if self._producer is not None:
-            if self._state is not None:
+            if self._log.serving is not None and self._failure is None:
                 self._publish(self._event("stopped", stats=self._safe_stats()))
             self._producer.flush(10)
             self._producer = None
@@ -189,28 +229,59 @@ class ControlPlane:
             raise ConfigError(
                 f"control topic {topic!r} does not exist: create it with 'sentinel topics create'"
             )
-        partition = TopicPartition(topic, CONTROL_PARTITION)
-        _, high = consumer.get_watermark_offsets(partition, timeout=METADATA_TIMEOUT_S)
-        consumer.assign([TopicPartition(topic, CONTROL_PARTITION, OFFSET_BEGINNING)])
-        next_offset = 0
-        last_progress = time.monotonic()
-        while next_offset < high:
-            message = consumer.poll(POLL_TIMEOUT_S)
-            if message is None or message.error() is not None:
-                if message is not None and not _is_eof(message):
-                    log.warning("control topic %s: %s during replay", topic, message.error())
-                if time.monotonic() - last_progress > REPLAY_STALL_S:
-                    raise BrokerError(
-                        f"control log replay stalled at offset {next_offset} of {high} "
-                        f"on {topic!r} for {REPLAY_STALL_S:.0f} s"
-                    )
-                continue
-            self._handle(message, replayed=True)
-            next_offset = _offset(message) + 1
-            last_progress = time.monotonic()
-        log.info("%s replayed %d control offsets: %s", self.scorer_id, high, self.state.summary())
+        replayed = read_to_end(
+            consumer,
+            topic,
+            lambda message: self._handle(message, replayed=True),
+            start={CONTROL_PARTITION: max(self._next_offset, 0) or OFFSET_BEGINNING},
+            idle_timeout_s=REPLAY_STALL_S,
+        )
+        log.info("%s replayed %d control records", self.scorer_id, replayed)
+
+    def _serve_genesis(self, consumer: Consumer) -> None:
+        """No model after the replay: seed a brand-new log from ``models/current``, or refuse."""
+        if self._log.reloads:
+            raise ModelLoadError(
+                f"no model to serve: this instance refused every reload in the control log "
+                f"({self._log.reloads}; see its acks on {self._topics.control_events!r}): its "
+                "bundles differ from the fleet's"
+            )
+        version = self._models.current_version()
+        bundle = self._loader.load(version)
+        key = self._keys.get(self._sign_with) if self._sign_with else None
+        command = new_command(
+            "reload",
+            {"version": version, "model_sha256": bundle.sha256},
+            issuer=f"{self.scorer_id} (genesis: models/current)",
+            signing_key=key,
+            key_id=self._sign_with if key is not None else None,
+        )
+        delivered: list[KafkaError | None] = []
+        assert self._producer is not None
+        self._producer.produce(
+            self._topics.control,
+            command.encode(),
+            on_delivery=lambda error, _message: delivered.append(error),
+        )
+        self._producer.flush(METADATA_TIMEOUT_S)
+        if not delivered or delivered[0] is not None:
+            raise BrokerError(f"cannot publish the genesis reload: {delivered or 'timed out'}")
+        log.info("%s: empty control log, published genesis reload of %s", self.scorer_id, version)
+        self._replay(consumer)
+        if self._log.serving is None:
+            raise ModelLoadError("no model to serve: the genesis reload was refused here")
 
     def _follow(self) -> None:
+        try:
+            self._follow_log()
+        except BaseException as exc:  # a bug: stop the instance loudly (see the module doc)
+            self._failure = exc
+            log.critical("%s: control thread died", self.scorer_id, exc_info=True)
+            if self._producer is not None:
+                self._publish(self._event("stopped", reason=f"control thread died: {exc!r}"))
+                self._producer.flush(5)
+
+    def _follow_log(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         next_heartbeat = 0.0
@@ -229,38 +300,35 @@ class ControlPlane:
                 self._producer.poll(0)
 
     def _handle(self, message: Message, replayed: bool) -> None:
-        """Apply one control-log message and ack it; refusals leave the state unchanged."""
+        """Fold one control-log record and ack it; refusals leave the state unchanged."""
         offset = _offset(message)
-        raw = message.value()
-        before = self.state
-        command_id, name = _identity(raw)
-        try:
-            command = parse_command(raw, self._signing_key)
-            after = apply(before, command, self._loader, offset)
-            result, reason = "ok", None
-        except CommandRefused as exc:
-            after, result, reason = before, "refused", exc.reason
-        except Exception as exc:  # a bug in a loader must not kill the control thread
-            log.exception("control offset %d: unexpected error applying %s", offset, name)
-            after, result, reason = before, "refused", f"internal error: {exc!r}"
-        self._set_state(after)
+        self._next_offset = offset + 1
+        before = self._log.serving
+        self._log, outcome = self._log.step(message.value(), offset, self._loader, self._keys)
+        if self._log.serving is not before and self._log.serving is not None:
+            self._set_state(self._log.serving)
+        name = outcome.command
         label = name if name in COMMAND_NAMES else "invalid"
-        self._metrics.control_commands.labels(command=label, result=result).inc()
-        if result == "refused":
-            log.warning("control offset %d (%s) refused: %s", offset, name, reason)
-        ack = self._event(
+        self._metrics.control_commands.labels(command=label, result=outcome.result).inc()
+        if outcome.result == "refused":
+            log.warning("control offset %d (%s) refused: %s", offset, name, outcome.reason)
+        self._publish(self._ack(outcome, replayed))
+
+    def _ack(self, outcome: Outcome, replayed: bool) -> dict[str, object]:
+        command = outcome.parsed
+        return self._event(
             "ack",
-            command_id=command_id,
-            command=name,
-            offset=offset,
-            result=result,
-            reason=reason,
+            command_id=outcome.command_id,
+            command=outcome.command,
+            offset=outcome.offset,
+            result=outcome.result,
+            reason=outcome.reason,
             replayed=replayed,
+            issuer=None if command is None else command.issuer,
+            issued_at=None if command is None else command.issued_at,
         )
-        self._publish(ack)
 
     def _set_state(self, state: ServingState) -> None:
-        self._state = state  # one reference assignment: readers see the old or the new state
         labels = {("A", state.a.version, state.a.sha256)}
         if state.b is not None:
             labels.add(("B", state.b.version, state.b.sha256))
@@ -270,26 +338,36 @@ class ControlPlane:
             self._metrics.model_info.labels(variant=variant, version=version, sha256=sha).set(1)
         self._served_labels = labels
         self._metrics.ab_split_percent.set(state.split_percent)
+        self._metrics.control_applied_offset.set(state.applied_offset)
 
     def _event(self, kind: str, **fields: object) -> dict[str, object]:
+        serving = self._log.serving
         return {
             "type": kind,
             "scorer_id": self.scorer_id,
             "time": utc_now_iso(),
             **fields,
-            "state": self.state.summary(),
+            "state": None if serving is None else serving.summary(),
         }
 
     def _publish(self, event: Mapping[str, object]) -> None:
         producer = self._producer
         if producer is None:
             return
-        producer.produce(
-            self._topics.control_events,
-            key=self.scorer_id.encode(),
-            value=json.dumps(event, separators=(",", ":")).encode(),
-            on_delivery=_log_failed_delivery,
-        )
+        value = json.dumps(event, separators=(",", ":")).encode()
+        while True:
+            try:
+                producer.produce(
+                    self._topics.control_events,
+                    key=self.scorer_id.encode(),
+                    value=value,
+                    on_delivery=_log_failed_delivery,
+                )
+                return
+            except BufferError:  # local queue full (broker away): wait for room, never raise
+                producer.poll(0.1)
+                if self._stopping.is_set():
+                    return
 
     def _safe_stats(self) -> Mapping[str, object]:
         try:
@@ -297,21 +375,6 @@ class ControlPlane:
         except Exception as exc:  # the scorer's callback must not stop heartbeats
             log.exception("stats callback failed; heartbeat sent without stats")
             return {"error": repr(exc)}
-
-
-def _identity(raw: bytes | None) -> tuple[str | None, str | None]:
-    """Best-effort command id and name of a message, so even a refused command's ack is findable."""
-    try:
-        fields = json.loads(raw or b"")
-    except (UnicodeDecodeError, ValueError):
-        return None, None
-    if not isinstance(fields, dict):
-        return None, None
-    command_id, name = fields.get("command_id"), fields.get("command")
-    return (
-        command_id if isinstance(command_id, str) else None,
-        name if isinstance(name, str) else None,
-    )
 
 
 def _offset(message: Message) -> int:

@@ -79,6 +79,9 @@ class ServingSource(Protocol):
     @property
     def state(self) -> Serving: ...
 
+    def check(self) -> None:
+        """Raise if the source can no longer follow the control log (never blocks)."""
+
 
 class Scorer:
     """A consumer-group member scoring ``topics.transactions`` into ``topics.decisions``.
@@ -375,6 +378,8 @@ class Scorer:
         log.warning("partitions lost (no commit possible): %s", [p.partition for p in partitions])
 
     def _housekeeping(self) -> None:
+        # Stop loudly rather than score on with a frozen state once the control plane is gone.
+        self._serving.check()
         now = time.monotonic()
         self._publish_drift(final=False)
         if now < self._next_lag_check:

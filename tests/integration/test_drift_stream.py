@@ -18,10 +18,11 @@ import numpy.typing as npt
 import pytest
 from confluent_kafka import Message
 
+from schemas.drift_codec import DriftSnapshot, decode_snapshot
 from schemas.features import FEATURE_NAMES
 from schemas.models_dir import current_version
 from streams.config import KafkaSettings, TopicNames
-from streams.drift.monitor import DriftSnapshot, decode_snapshot, merge_snapshots
+from streams.drift.monitor import merge_snapshots
 from streams.model.loader import load_bundle
 from streams.tools.replayer import ReplayOptions, ReplayResult, replay
 from streams.tools.shift import apply_shifts, parse_shift_spec, stds_from_baseline

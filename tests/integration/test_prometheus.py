@@ -15,7 +15,7 @@ import yaml
 from streams.config import KafkaSettings, TopicNames
 from tests.fixtures.prometheus import PROMETHEUS_DIR, PrometheusLauncher
 from tests.fixtures.scorer import ScorerLauncher
-from tests.unit.test_dashboard import exported_names, exprs, metric_names
+from tests.unit.ops.test_dashboard import exported_names, exprs, metric_names
 
 pytestmark = pytest.mark.integration
 
