@@ -21,10 +21,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from schemas.manifest import read_manifest
 from streams.cli import main
 from streams.config import KafkaSettings, TopicNames
-from streams.control.commands import BundleLoader, new_command
+from streams.control.commands import new_command
 from streams.control.plane import ControlPlane, ModelsDirLoader
+from streams.control.state import BundleLoader
 from streams.metrics import ScorerMetrics
 from streams.model.loader import ModelBundle
 from tests.fixtures.kafka import TopicFactory
@@ -85,7 +87,7 @@ class Fleet:
             scorer_id,
             self.models_dir,
             metrics,
-            signing_key=key,
+            keys=None if key is None else {"default": key},
             heartbeat_interval_s=0.5,
             stats=lambda: dict(stats or {}),
             loader=loader,
@@ -147,8 +149,30 @@ def acks_of(offsets: range, scorers: int) -> Callable[[Events], bool]:
     return done
 
 
+def sha256_of(models_dir: Path, version: str) -> str:
+    """The model sha256 a command naming ``version`` carries (what the CLI resolves)."""
+    return read_manifest(models_dir, version).onnx.sha256
+
+
+def setup_args(models_dir: Path, version: str) -> dict[str, str]:
+    """The arguments of ``ab_setup`` of ``version`` as found in ``models_dir``."""
+    return {"candidate_version": version, "model_sha256": sha256_of(models_dir, version)}
+
+
+def summary(models_dir: Path, b: str | None, split: int, applied: int) -> dict[str, object]:
+    """The state summary of an instance serving v1 as A and ``b`` as B, as acks carry it."""
+    return {
+        "a_version": "v1",
+        "a_sha256": sha256_of(models_dir, "v1"),
+        "b_version": b,
+        "b_sha256": None if b is None else sha256_of(models_dir, b),
+        "split_percent": split,
+        "applied_offset": applied,
+    }
+
+
 def split_30(fleet: Fleet) -> list[dict[str, Any]]:
-    fleet.command("ab_setup", candidate_version="v2")
+    fleet.command("ab_setup", **setup_args(fleet.models_dir, "v2"))
     last = fleet.command("ab_split", percent=30)
     return list(fleet.acks(last, scorers=2).values())
 
@@ -161,7 +185,8 @@ def test_two_instances_converge_on_ab_setup_and_split(fleet: Fleet) -> None:
     first, second = fleet.start("scorer-1"), fleet.start("scorer-2")
     assert first.state.summary()["a_version"] == "v1"
     acks = split_30(fleet)
-    expected = {"a_version": "v1", "b_version": "v2", "split_percent": 30, "applied_offset": 1}
+    # Offset 0 is the genesis reload the first instance published (a brand-new log).
+    expected = summary(fleet.models_dir, "v2", split=30, applied=2)
     assert [(a["result"], a["replayed"], a["state"]) for a in acks] == [("ok", False, expected)] * 2
     assert first.state.summary() == second.state.summary() == expected
     for metrics in fleet.metrics.values():
@@ -215,7 +240,10 @@ def test_every_kind_of_bad_command_is_refused_alike_and_serving_is_unchanged(
     bad: list[tuple[bytes, str]] = [(b"{not json", "unparseable JSON")]
     wrong: list[tuple[dict[str, object], str]] = [
         ({"command": "reboot"}, "unknown command 'reboot'"),
-        ({"command": "ab_setup"}, "ab_setup: missing argument(s): candidate_version"),
+        (
+            {"command": "ab_setup"},
+            "ab_setup: missing argument(s): candidate_version, model_sha256",
+        ),
         ({"command": "promote", "args": {"now": True}}, "promote: unexpected argument(s): now"),
         (
             {"command": "ab_split", "args": {"percent": 101}},
@@ -235,11 +263,14 @@ def test_every_kind_of_bad_command_is_refused_alike_and_serving_is_unchanged(
         ("v3", "model bundle v3 refused: input shape check failed"),
         ("v4", "model bundle v4 refused: parity check failed"),
     ]:
-        bad.append((new_command("ab_setup", {"candidate_version": version}, "t").encode(), reason))
+        # The sha256 the CLI would resolve from the (broken) bundle's manifest; v7 has none.
+        sha = "0" * 64 if version == "v7" else sha256_of(loader.models_dir, version)
+        args = {"candidate_version": version, "model_sha256": sha}
+        bad.append((new_command("ab_setup", args, "t").encode(), reason))
     for value, _ in bad:
         fleet.publish(value)
 
-    offsets = range(2, 2 + len(bad))
+    offsets = range(3, 3 + len(bad))
     events = fleet.events(until=acks_of(offsets, 2))
     acks = [e for e in events if e["type"] == "ack" and e["offset"] in offsets]
     for offset, (_, reason) in zip(offsets, bad, strict=True):
@@ -247,7 +278,7 @@ def test_every_kind_of_bad_command_is_refused_alike_and_serving_is_unchanged(
         assert answers["scorer-1"]["result"] == answers["scorer-2"]["result"] == "refused"
         assert answers["scorer-1"]["reason"] == answers["scorer-2"]["reason"]
         assert reason in answers["scorer-1"]["reason"]
-    expected = {"a_version": "v1", "b_version": "v2", "split_percent": 30, "applied_offset": 1}
+    expected = summary(fleet.models_dir, "v2", split=30, applied=2)
     assert first.state.summary() == second.state.summary() == expected
     assert first.state.b is serving_b  # the candidate in service was kept, not reloaded
     metrics = fleet.metrics["scorer-1"]
@@ -271,29 +302,31 @@ def test_an_instance_started_later_replays_to_the_fleet_state(fleet: Fleet) -> N
     fleet.acks(fleet.command("status"), scorers=2)
     late = fleet.start("scorer-3")  # start() returns only after the replay
     assert late.state.summary() == first.state.summary() == second.state.summary()
-    assert late.state.summary()["applied_offset"] == 3
-    events = fleet.events(until=acks_of(range(4), 3))
+    assert late.state.summary()["applied_offset"] == 4
+    events = fleet.events(until=acks_of(range(5), 3))
     replayed = [e for e in events if e["type"] == "ack" and e["scorer_id"] == "scorer-3"]
     assert [(e["offset"], e["result"], e["replayed"]) for e in replayed] == [
-        (0, "ok", True),
+        (0, "ok", True),  # the genesis reload
         (1, "ok", True),
-        (2, "refused", True),
-        (3, "ok", True),
+        (2, "ok", True),
+        (3, "refused", True),
+        (4, "ok", True),
     ]
 
 
 def test_with_a_key_unsigned_commands_are_refused_and_signed_ones_applied(fleet: Fleet) -> None:
     first, second = fleet.start("scorer-1", key=KEY), fleet.start("scorer-2", key=KEY)
-    unsigned = fleet.command("ab_setup", candidate_version="v2")
+    v2 = setup_args(fleet.models_dir, "v2")
+    unsigned = fleet.command("ab_setup", **v2)
     for ack in fleet.acks(unsigned, scorers=2).values():
         assert ack["result"] == "refused"
         assert ack["reason"] == "unsigned command: a signing key is configured"
-    forged = fleet.command("ab_setup", key=b"not-the-key", candidate_version="v2")
+    forged = fleet.command("ab_setup", key=b"not-the-key", **v2)
     assert {a["reason"] for a in fleet.acks(forged, scorers=2).values()} == {
-        "bad signature: does not match the command and the shared key"
+        "bad signature: does not match the command and key 'default'"
     }
     assert first.state.b is None
-    signed = fleet.command("ab_setup", key=KEY, candidate_version="v2")
+    signed = fleet.command("ab_setup", key=KEY, **v2)
     assert {a["result"] for a in fleet.acks(signed, scorers=2).values()} == {"ok"}
     assert first.state.summary() == second.state.summary()
     assert first.state.summary()["b_version"] == "v2"
@@ -321,7 +354,7 @@ class GatedLoader:
 def test_the_serving_state_stays_readable_while_a_model_loads(fleet: Fleet) -> None:
     loader = GatedLoader(fleet.models_dir, gated="v2")
     plane = fleet.start("scorer-1", loader=loader)
-    command_id = fleet.command("ab_setup", candidate_version="v2")
+    command_id = fleet.command("ab_setup", **setup_args(fleet.models_dir, "v2"))
     assert loader.loading.wait(30)
     # The load is under way on the control thread: the scorer's read does not wait for it.
     assert plane.state.summary()["b_version"] is None
@@ -335,9 +368,8 @@ def cli(fleet: Fleet, *argv: str) -> int:
         f"--topic-control={fleet.topics.control}",
         f"--topic-control-events={fleet.topics.control_events}",
     ]
-    return main(
-        ["control", *argv, f"--bootstrap-servers={fleet.bootstrap}", *topic_flags, "--timeout=30"]
-    )
+    common = [f"--bootstrap-servers={fleet.bootstrap}", f"--models-dir={fleet.models_dir}"]
+    return main(["control", *argv, *common, *topic_flags, "--timeout=30"])
 
 
 def test_cli_commands_every_live_instance_and_prints_their_answers(
@@ -352,9 +384,10 @@ def test_cli_commands_every_live_instance_and_prints_their_answers(
     assert cli(fleet, "ab-setup", "v2") == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith("scorer-")]
+    v1_sha = sha256_of(fleet.models_dir, "v1")[:12]
     assert rows == [
-        ["scorer-1", "ok", "v1", "v2", "0%", "1", "-"],
-        ["scorer-2", "ok", "v1", "v2", "0%", "1", "-"],
+        ["scorer-1", "ok", "v1", v1_sha, "v2", "0%", "2", "-"],
+        ["scorer-2", "ok", "v1", v1_sha, "v2", "0%", "2", "-"],
     ]
 
     assert cli(fleet, "ab-setup", "v1") == 1  # refused by every instance: A is v1 already
@@ -373,7 +406,7 @@ def test_cli_commands_every_live_instance_and_prints_their_answers(
     assert exit_code.value.code == 2
     assert "must be within 0-100, got 150" in capsys.readouterr().err
     applied = {p.state.applied_offset for p in fleet.planes}
-    assert applied == {3}  # ab-split 150 never reached the log
+    assert applied == {4}  # ab-split 150 never reached the log
 
 
 def test_cli_fails_when_no_instance_is_live_and_publishes_nothing(
@@ -388,7 +421,7 @@ def test_cli_fails_when_no_instance_is_live_and_publishes_nothing(
         ends = probe.get_watermark_offsets(TopicPartition(fleet.topics.control, 0), timeout=15)
     finally:
         probe.close()
-    assert ends == (0, 0)
+    assert ends == (0, 1)  # only the genesis reload scorer-1 published
 
 
 def test_cli_reports_an_instance_that_does_not_answer(
@@ -413,6 +446,7 @@ def test_cli_reports_an_instance_that_does_not_answer(
             "control",
             "reload",
             f"--bootstrap-servers={fleet.bootstrap}",
+            f"--models-dir={fleet.models_dir}",
             f"--topic-control={fleet.topics.control}",
             f"--topic-control-events={fleet.topics.control_events}",
         ]
