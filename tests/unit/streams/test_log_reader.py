@@ -110,10 +110,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[FakeConsumer]:
     return consumers
 
 
+Seen = list[tuple[int | None, int | None, bytes | None]]
+
+
 def read(
     consumer: FakeConsumer, start: dict[int, int] | None = None, **kwargs: float
-) -> tuple[int, list[tuple[int, int, bytes | None]]]:
-    seen: list[tuple[int, int, bytes | None]] = []
+) -> tuple[int, Seen]:
+    seen: Seen = []
     count = read_to_end(
         cast(Consumer, consumer),
         TOPIC,
