@@ -90,7 +90,8 @@ class OnnxSignature:
             raise ModelLoadError(f"manifest: onnx.input_shape {shape!r:.60} is not a shape")
         imports = obj.get("opset_imports", {})
         if not isinstance(imports, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) for k, v in imports.items()
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in imports.items()
         ):
             raise ModelLoadError("manifest: onnx.opset_imports must map domains to integers")
         return cls(
@@ -276,6 +277,8 @@ class Manifest:
         if not isinstance(obj, dict):
             raise ModelLoadError("manifest is not a JSON object")
         study = _field(obj, "imbalance_study", list, "manifest")
+        if not all(isinstance(entry, dict) for entry in study):
+            raise ModelLoadError("manifest: imbalance_study must hold JSON objects")
         plots = obj.get("plots", [])
         if not isinstance(plots, list) or not all(isinstance(v, str) for v in plots):
             raise ModelLoadError("manifest: plots must be a list of file names")
