@@ -67,6 +67,10 @@ def read_to_end(
             error = None if message is None else message.error()
             if error is not None and error.code() != KafkaError._PARTITION_EOF:
                 raise BrokerError(f"reading {topic!r}: {error}")
+            if error is not None and message is not None:
+                # At the end (consumers with enable.partition.eof): done even if the last
+                # offsets below the watermark were transaction markers, not records.
+                ends.pop(message.partition() or 0, None)
             if time.monotonic() - last_progress > idle_timeout_s:
                 raise BrokerError(
                     f"reading {topic!r} stalled for {idle_timeout_s:g} s with partitions "
