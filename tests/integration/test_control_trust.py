@@ -492,8 +492,10 @@ def test_a_tiny_producer_queue_slows_the_scorer_but_never_stops_it(
     operator: Operator,
     source: Source,
 ) -> None:
+    # 16 KiB of local queue: a few dozen decisions or two drift snapshots. (The byte limit, as
+    # the scorer sets its own queue.buffering.max.messages, which a pass-through cannot lower.)
     tiny = [
-        "--kafka-config=queue.buffering.max.messages=10",
+        "--kafka-config=queue.buffering.max.kbytes=16",
         "--drift-interval-s=0.1",
         "--max-batch=200",
     ]
