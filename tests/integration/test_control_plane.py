@@ -154,7 +154,7 @@ def sha256_of(models_dir: Path, version: str) -> str:
     return read_manifest(models_dir, version).onnx.sha256
 
 
-def setup_args(models_dir: Path, version: str) -> dict[str, str]:
+def setup_args(models_dir: Path, version: str) -> dict[str, Any]:
     """The arguments of ``ab_setup`` of ``version`` as found in ``models_dir``."""
     return {"candidate_version": version, "model_sha256": sha256_of(models_dir, version)}
 
