@@ -221,7 +221,7 @@ class ControlPlane:
             self._consumer.close()
             self._consumer = None
 
-    def _replay(self, consumer: Consumer) -> None:
+    def _replay(self, consumer: Consumer, replayed: bool = True) -> None:
         topic = self._topics.control
         metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
         info = metadata.topics.get(topic)
@@ -232,7 +232,7 @@ class ControlPlane:
         replayed = read_to_end(
             consumer,
             topic,
-            lambda message: self._handle(message, replayed=True),
+            lambda message: self._handle(message, replayed=replayed),
             start={CONTROL_PARTITION: max(self._next_offset, 0) or OFFSET_BEGINNING},
             idle_timeout_s=REPLAY_STALL_S,
         )
@@ -267,7 +267,7 @@ class ControlPlane:
         if not delivered or delivered[0] is not None:
             raise BrokerError(f"cannot publish the genesis reload: {delivered or 'timed out'}")
         log.info("%s: empty control log, published genesis reload of %s", self.scorer_id, version)
-        self._replay(consumer)
+        self._replay(consumer, replayed=False)  # its own genesis is news, not a replay
         if self._log.serving is None:
             raise ModelLoadError("no model to serve: the genesis reload was refused here")
 

@@ -137,7 +137,7 @@ def test_a_restarted_instance_replays_the_log_before_its_first_decision(
     scorers.start(scorer_id="scorer-0")
 
     def replayed_since_restart() -> list[Event]:
-        # scorer-0's first run acked the genesis it published as replayed too: not that one.
+        # Acks after the restart only (the first run acked its own genesis, not as replayed).
         acks = operator.acks_of("scorer-0")
         return [e for e in acks if e["replayed"] and when(e) > restarted_at]
 
