@@ -229,14 +229,14 @@ class ControlPlane:
             raise ConfigError(
                 f"control topic {topic!r} does not exist: create it with 'sentinel topics create'"
             )
-        replayed = read_to_end(
+        records = read_to_end(
             consumer,
             topic,
             lambda message: self._handle(message, replayed=replayed),
             start={CONTROL_PARTITION: max(self._next_offset, 0) or OFFSET_BEGINNING},
             idle_timeout_s=REPLAY_STALL_S,
         )
-        log.info("%s replayed %d control records", self.scorer_id, replayed)
+        log.info("%s read %d control records", self.scorer_id, records)
 
     def _serve_genesis(self, consumer: Consumer) -> None:
         """No model after the replay: seed a brand-new log from ``models/current``, or refuse."""
