@@ -42,7 +42,7 @@ integration: $(STAMP) system-deps
 	$(BIN)/pytest -q tests/integration
 
 demo: $(STAMP) system-deps
-	$(BIN)/sentinel demo
+	$(BIN)/sentinel demo $(DEMO_ARGS)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_all

@@ -196,7 +196,7 @@ def openapi_document(version: str) -> dict[str, Any]:
 
 def markdown_table() -> str:
     """The README's API table."""
-    lines = ["| method | path | what | token |", "|---|---|---|---|"]
+    lines = ["| method | path | what | mutation |", "|---|---|---|---|"]
     for e in ENDPOINTS:
         lines.append(f"| {e.method} | `{e.path}` | {e.summary} | {'yes' if e.mutation else '-'} |")
     return "\n".join(lines)
