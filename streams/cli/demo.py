@@ -234,12 +234,16 @@ def _console(kafka: list[str], models_dir: Path, metrics_port: int, csv: Path) -
 
 
 def _wait_for_interrupt() -> None:
-    print("\n--keep-running: broker, scorer and console stay up; press Ctrl-C to stop", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopping")
+    """Block until Ctrl-C or SIGTERM (also when started in the background, where SIGINT may be
+    ignored), then let the caller stop everything cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print("\n--keep-running: broker, scorer and console stay up; Ctrl-C (or SIGTERM) stops them",
+          flush=True)  # fmt: skip
+    while not stop.wait(1.0):
+        pass
+    print("stopping")
 
 
 def _replay(

@@ -6,10 +6,11 @@ committed), so it takes nothing from the scorers' group and changes no offset an
 Where it starts: control-events from ten minutes ago (heartbeats come every few seconds), drift
 and the DLQ from their last few hundred records, decisions at their end.
 
-Decisions are the heavy topic. The console decodes at most :data:`DECODE_PER_S` of them per
-second (the rest are counted, not decoded) and keeps the last 30 s of that sample for the A/B
-panel's per-variant card share, block rate and score distribution; exact rates come from the
-scorers' metrics (``streams.console.scrape``).
+Decisions are the heavy topic. The console samples them: each second it reads and decodes at
+most :data:`DECODE_PER_S`, then pauses the decisions partitions and, when the second is over,
+jumps to their end and resumes, so under a burst the rest are never even fetched. It keeps the
+last 30 s of that sample for the A/B panel's per-variant card share, block rate and score
+distribution; exact rates come from the scorers' metrics (``streams.console.scrape``).
 """
 
 from __future__ import annotations
@@ -94,8 +95,10 @@ class TopicFollower:
         self._samples: deque[DecisionSample] = deque()
         self._decisions_seen = 0
         self._decoded = 0
-        self._budget = float(DECODE_PER_S)
-        self._budget_at = time.monotonic()
+        self._decision_partitions: list[TopicPartition] = []
+        self._window_start = time.monotonic()
+        self._window_taken = 0
+        self._paused = False
 
     def start(self) -> None:
         """Assign the partitions (blocks up to ~15 s on metadata) and start following."""
@@ -136,11 +139,14 @@ class TopicFollower:
                     start = max(low, high - DLQ_TAIL)
                 else:
                     start = OFFSET_END
+                    self._decision_partitions.append(TopicPartition(topic, partition))
                 positions.append(TopicPartition(topic, partition, start))
         return positions
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            if self._paused and time.monotonic() - self._window_start >= 1.0:
+                self._skip_to_end()
             try:
                 messages = self._consumer.consume(500, timeout=0.2)
             except KafkaException as exc:
@@ -221,17 +227,29 @@ class TopicFollower:
             self._dlq_kinds[kind] += 1
             self._dlq_read += 1
 
+    def _skip_to_end(self) -> None:
+        """A new sampling second: jump the paused decisions partitions to their end, resume."""
+        for tp in self._decision_partitions:
+            try:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_END))
+            except KafkaException as exc:  # not fetched yet: it resumes where it was
+                log.info("console: cannot skip %s[%d] to its end: %s", tp.topic, tp.partition, exc)
+        self._consumer.resume(self._decision_partitions)
+        self._paused = False
+        self._window_start, self._window_taken = time.monotonic(), 0
+
     def _on_decision(self, message: Message) -> None:
         now = time.monotonic()
         with self._lock:
             self._decisions_seen += 1
-            self._budget = min(
-                float(DECODE_PER_S), self._budget + (now - self._budget_at) * DECODE_PER_S
-            )
-            self._budget_at = now
-            if self._budget < 1:
-                return
-            self._budget -= 1
+        if now - self._window_start >= 1.0 and not self._paused:
+            self._window_start, self._window_taken = now, 0
+        if self._window_taken >= DECODE_PER_S:
+            if not self._paused:
+                self._consumer.pause(self._decision_partitions)
+                self._paused = True
+            return
+        self._window_taken += 1
         try:
             d = decode_decision(message.value() or b"")
         except SchemaError:

@@ -117,6 +117,11 @@ function histogram(bins) {
 // ---- renderers -----------------------------------------------------------------------------
 function renderServing(fleet) {
   const s = fleet.state;
+  for (const card of document.querySelectorAll("#models-list .card[data-version]")) {
+    const variant = s && s.a_version === card.dataset.version ? "A" : s && s.b_version === card.dataset.version ? "B" : null;
+    card.querySelector(".serving-badge").textContent = variant ? `serving as ${variant}` : "";
+    card.querySelector(".serving-badge").hidden = !variant;
+  }
   const text = s ? `A ${s.a_version}${s.b_version ? ` · B ${s.b_version} @ ${s.split_percent}%` : ""} · control offset ${s.applied_offset}` : "no live scorer";
   $("serving").textContent = `${fleet.live} live · ${text}`;
   $("serving").classList.toggle("diverged", fleet.divergent);
@@ -234,14 +239,14 @@ async function loadModels() {
   const previous = select.value;
   select.innerHTML = payload.bundles.filter((b) => !b.error).map((b) => {
     const t = b.metrics.test || {};
-    return `<option value="${esc(b.version)}">${esc(b.version)} — PR-AUC ${num(t.pr_auc, 3)}, precision ${pct(t.precision_at_block)}, recall ${pct(t.recall_at_block)}${b.active ? " (current)" : ""}</option>`;
+    return `<option value="${esc(b.version)}">${esc(b.version)} — PR-AUC ${num(t.pr_auc, 3)}, precision ${pct(t.precision_at_block)}, recall ${pct(t.recall_at_block)}${b.active ? " (models/current)" : ""}</option>`;
   }).join("");
   if (previous) select.value = previous;
   $("models-list").innerHTML = payload.bundles.map((b) => {
     if (b.error) return `<div class="card"><h3>${esc(b.version)}</h3><span class="error">${esc(b.error)}</span></div>`;
     const t = b.metrics.test || {}, v = b.metrics.validation || {};
     const plots = b.plots.map((p) => { const url = `/api/models/${encodeURIComponent(b.version)}/files/${encodeURIComponent(p)}`; return `<a href="${url}" target="_blank"><img src="${url}" alt="${esc(p)}" title="${esc(p)}"></a>`; }).join("");
-    return `<div class="card" data-version="${esc(b.version)}"><h3>${esc(b.version)} ${b.active ? '<span class="badge ok">models/current</span>' : ""}</h3>
+    return `<div class="card" data-version="${esc(b.version)}"><h3>${esc(b.version)} ${b.active ? '<span class="badge ok">models/current</span>' : ""} <span class="badge live serving-badge" hidden></span></h3>
       <dl><dt>test PR-AUC / ROC-AUC</dt><dd>${num(t.pr_auc, 4)} / ${num(t.roc_auc, 4)} (validation ${num(v.pr_auc, 4)})</dd>
       <dt>at block threshold</dt><dd>precision ${pct(t.precision_at_block)}, recall ${pct(t.recall_at_block)}</dd>
       <dt>thresholds</dt><dd>block ${num(b.thresholds.block, 4)}, review ${num(b.thresholds.review, 4)}</dd>

@@ -30,7 +30,7 @@ def test_loopback_means_127_0_0_0_8_localhost_and_ipv6_loopback(host: str, loopb
 
 
 def test_a_non_loopback_console_needs_a_token() -> None:
-    with pytest.raises(ConfigError, match="refusing to bind 0.0.0.0"):
+    with pytest.raises(ConfigError, match=r"refusing to bind 0\.0\.0\.0"):
         config(host="0.0.0.0")
     with pytest.raises(ConfigError, match="at least 16"):
         config(host="0.0.0.0", token="short")
