@@ -18,6 +18,7 @@ from typing import Any
 from streams.cli._args import (
     add_kafka_flags,
     add_topic_flags,
+    control_keys,
     env_flag,
     kafka_settings,
     positive_float,
@@ -33,7 +34,7 @@ def register(commands: Any) -> None:
             "Serve the operator console (JSON API at /api, OpenAPI at /openapi.json). Binds "
             "127.0.0.1 unless --host says otherwise; a non-loopback bind needs "
             "SENTINEL_CONSOLE_TOKEN (mutations then need 'Authorization: Bearer <token>'). "
-            "Commands are signed with SENTINEL_CONTROL_KEY when set, on the server."
+            "Commands are signed on the server when SENTINEL_CONTROL_KEY(S) is set."
         ),
     )
     add_kafka_flags(parser)
@@ -90,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     from streams.cli.produce import default_csv
     from streams.console.config import ConsoleConfig
 
-    key = os.environ.get("SENTINEL_CONTROL_KEY")
+    keys, key_id = control_keys()  # the secrets are read here and never printed
     config = ConsoleConfig(
         kafka=kafka_settings(args),
         topics=topic_names(args),
@@ -98,7 +99,8 @@ def _run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         token=os.environ.get("SENTINEL_CONSOLE_TOKEN") or None,
-        signing_key=key.encode() if key else None,
+        signing_key=keys.get(key_id) if key_id else None,
+        key_id=key_id,
         issuer=args.issuer,
         scrape_urls=tuple(u.strip() for u in args.scrape.split(",") if u.strip()),
         refresh_s=args.refresh_s,

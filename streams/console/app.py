@@ -35,14 +35,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from schemas.errors import ConfigError, SentinelError
+from schemas.manifest import read_manifest
+from schemas.models_dir import VERSION_PATTERN, current_version, list_versions
 from streams.console.config import ConsoleConfig
 from streams.console.loadtest import LoadTestBusy, LoadTester, parse_load_request
 from streams.console.openapi import openapi_document
 from streams.console.scrape import TrafficMonitor
 from streams.console.sources import TopicFollower
-from streams.control.commands import VERSION_RE, CommandRefused, new_command
-from streams.control.fleet import CommandOutcome, issue_command
-from streams.model.loader import current_version, list_versions, read_manifest
+from streams.control.client import CommandOutcome, issue_command, model_args
+from streams.control.commands import CommandRefused, new_command
 
 log = logging.getLogger(__name__)
 
@@ -309,13 +310,21 @@ def create_app(services: Services) -> Starlette:
 
     async def publish(name: str, args: dict[str, str | int]) -> Response:
         try:
-            command = new_command(name, args, config.issuer, config.signing_key)
+            command = new_command(
+                name, args, config.issuer, config.signing_key, key_id=config.key_id
+            )
         except CommandRefused as exc:
             raise ApiError(400, exc.reason) from None
 
         def run() -> CommandOutcome:
             with command_lock:
-                return issue_command(config.kafka, config.topics, command, config.control_timeout_s)
+                return issue_command(
+                    config.kafka,
+                    config.topics,
+                    command,
+                    config.control_timeout_s,
+                    config.models_dir,
+                )
 
         try:
             outcome = await run_in_threadpool(run)
@@ -334,11 +343,22 @@ def create_app(services: Services) -> Starlette:
     async def ab_setup(request: Request) -> Response:
         body = await json_body(request, {"candidate_version"})
         version_name = body.get("candidate_version")
-        if not isinstance(version_name, str) or not VERSION_RE.fullmatch(version_name):
+        if not isinstance(version_name, str) or not VERSION_PATTERN.fullmatch(version_name):
             raise ApiError(400, f"candidate_version must be a version name, got {version_name!r}")
         if version_name not in list_versions(config.models_dir):
             raise ApiError(400, f"no bundle {version_name!r} in {config.models_dir}")
-        return await publish("ab_setup", {"candidate_version": version_name})
+        return await publish("ab_setup", resolved("ab_setup", version_name))
+
+    def resolved(name: str, version_name: str | None) -> dict[str, str | int]:
+        """The version and its model sha256 from this console's models/, at publish time."""
+        try:
+            return model_args(name, config.models_dir, version_name)
+        except SentinelError as exc:
+            raise ApiError(400, f"{name}: {exc}") from None
+
+    async def reload(request: Request) -> Response:
+        await json_body(request, ())
+        return await publish("reload", resolved("reload", None))
 
     async def ab_split(request: Request) -> Response:
         body = await json_body(request, {"percent"})
@@ -379,7 +399,7 @@ def create_app(services: Services) -> Starlette:
         Route("/api/ab/split", handler(ab_split), methods=["POST"]),
         Route("/api/ab/promote", handler(no_args("promote")), methods=["POST"]),
         Route("/api/ab/abort", handler(no_args("abort")), methods=["POST"]),
-        Route("/api/reload", handler(no_args("reload")), methods=["POST"]),
+        Route("/api/reload", handler(reload), methods=["POST"]),
         Route("/api/drift", handler(drift)),
         Route("/api/models", handler(models)),
         Route("/api/models/{version}/files/{name}", handler(model_file)),
@@ -422,6 +442,8 @@ def outcome_json(outcome: CommandOutcome) -> dict[str, Any]:
         "results": results,
         "missing": outcome.missing,
         "refused": outcome.refused,
+        "diverging": list(outcome.diverging),
+        "models_current_now": outcome.activated,
     }
 
 
@@ -442,26 +464,35 @@ def models_view(models_dir: Path) -> dict[str, Any]:
         files = sorted(
             p.name for p in directory.iterdir() if p.is_file() and p.suffix in (".png", ".md")
         )
-        metrics = manifest.get("metrics", {})
         bundles.append(
             {
                 "version": version_name,
                 "active": version_name == active,
-                "created_at": manifest.get("created_at"),
+                "created_at": manifest.created_at,
                 "thresholds": {
-                    k: manifest.get("thresholds", {}).get(k) for k in ("block", "review", "rule")
+                    "block": manifest.thresholds.block,
+                    "review": manifest.thresholds.review,
                 },
                 "metrics": {
                     split: {
                         k: v
-                        for k, v in (metrics.get(split) or {}).items()
+                        for k, v in (manifest.metrics.get(split) or {}).items()
                         if isinstance(v, int | float)
                     }
                     for split in ("test", "validation")
                 },
-                "parity": manifest.get("parity"),
-                "data": manifest.get("data"),
-                "model_sha256": (manifest.get("onnx") or {}).get("sha256"),
+                "parity": {
+                    "max_abs_diff": manifest.parity.max_abs_diff,
+                    "rows": manifest.parity.rows,
+                    "bound": manifest.parity.bound,
+                },
+                "data": {
+                    "source": manifest.data.source,
+                    "sha256": manifest.data.sha256,
+                    "rows": manifest.data.rows,
+                    "frauds": manifest.data.frauds,
+                },
+                "model_sha256": manifest.onnx.sha256,
                 "plots": [p for p in files if p.endswith(".png")],
                 "files": files,
             }

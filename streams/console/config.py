@@ -27,8 +27,8 @@ class ConsoleConfig:
     """Everything ``sentinel console`` needs; ConfigError names the first bad value.
 
     ``token`` guards mutations: required (>= 16 characters) whenever ``host`` is not loopback,
-    honoured on loopback too when set. ``signing_key`` signs control commands on the server; it
-    never leaves this process.
+    honoured on loopback too when set. ``signing_key`` (named ``key_id``) signs control commands on
+    the server; it never leaves this process.
     """
 
     kafka: KafkaSettings
@@ -38,6 +38,7 @@ class ConsoleConfig:
     port: int = 8765
     token: str | None = field(default=None, repr=False)
     signing_key: bytes | None = field(default=None, repr=False)
+    key_id: str | None = None
     issuer: str = "sentinel-console"
     scrape_urls: tuple[str, ...] = ("http://127.0.0.1:9464/metrics",)
     refresh_s: float = 1.0

@@ -20,9 +20,10 @@ import numpy.typing as npt
 from confluent_kafka import KafkaException
 
 from schemas.errors import ConfigError, SentinelError
+from schemas.manifest import read_manifest
+from schemas.models_dir import current_version
 from streams.config import KafkaSettings
 from streams.console.scrape import Totals, latency_quantiles_ms
-from streams.model.loader import current_version, read_manifest
 from streams.tools.replayer import ReplayOptions, load_csv, replay
 from streams.tools.shift import apply_shifts, parse_shift_spec, stds_from_baseline
 
@@ -136,7 +137,7 @@ class LoadTester:
             baseline = read_manifest(self._models_dir, current_version(self._models_dir))
         except SentinelError as exc:
             raise ConfigError(f"drift {spec}: no baseline to shift by ({exc})") from None
-        stds = stds_from_baseline(baseline.get("drift_baseline", {}))
+        stds = stds_from_baseline(baseline.drift_baseline)
 
         def shifted(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
             return np.asarray(apply_shifts(matrix, shifts, stds), dtype=np.float64)

@@ -29,11 +29,12 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
 from schemas.decision_codec import decode_decision
+from schemas.drift_codec import DriftSnapshot, decode_snapshot
 from schemas.errors import SchemaError
 from schemas.features import FEATURE_NAMES
 from streams.config import KafkaSettings, TopicNames
-from streams.control.fleet import LIVE_WINDOW_S
-from streams.drift.monitor import DriftSnapshot, decode_snapshot, merge_snapshots
+from streams.control.client import COMPARED, LIVE_WINDOW_S
+from streams.drift.monitor import merge_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -444,19 +445,15 @@ def _event_time(event: Mapping[str, Any]) -> float:
         return 0.0
 
 
+STATE_FIELDS = (*COMPARED, "applied_offset")  # what live instances must agree on
+
+
 def _state_key(state: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (
-        state.get("a_version"),
-        state.get("b_version"),
-        state.get("split_percent"),
-        state.get("applied_offset"),
-    )
+    return tuple(state.get(name) for name in STATE_FIELDS)
 
 
 def _state_dict(key: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(
-        zip(("a_version", "b_version", "split_percent", "applied_offset"), key, strict=True)
-    )
+    return dict(zip(STATE_FIELDS, key, strict=True))
 
 
 def _count_stats(stats: object) -> dict[str, int]:

@@ -11,6 +11,7 @@ loopback refusing mutations without its token. Every test saves a screenshot.
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -131,8 +132,15 @@ def test_a_split_and_a_promote_from_the_page_are_acked_and_steer_the_decisions(
     open_page: Any,
     source: Source,
     second_bundle: Any,
+    models_dir: Path,
+    tmp_path: Path,
     artifacts_dir: Path,
 ) -> None:
+    # A promote points models/current at the promoted version: use a private copy of the
+    # session's bundles so other tests keep v1 as their current model.
+    private = tmp_path / "models"
+    shutil.copytree(models_dir, private)
+    scorers.models_dir = consoles.models_dir = private
     fleet = [scorers.start(scorer_id=name) for name in ("scorer-0", "scorer-1")]
     for scorer in fleet:
         scorer.wait_assigned()
@@ -178,6 +186,8 @@ def test_a_split_and_a_promote_from_the_page_are_acked_and_steer_the_decisions(
         "!document.getElementById('serving').textContent.includes('B v')",
         timeout=WAIT_MS,
     )
+    assert (private / "current").read_text().strip() == "v2"  # as `sentinel control promote`
+    assert "models/current → v2" in page.page.locator("#ab-result").inner_text()
     page.screenshot(artifacts_dir, "console-ab-promoted")
     assert page.errors == [], page.errors
 

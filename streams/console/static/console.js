@@ -153,7 +153,8 @@ function renderFleet(f) {
     <tr class="${i.diverged ? "diverged" : esc(i.status)}" data-scorer="${esc(i.scorer_id)}">
       <td class="mono">${esc(i.scorer_id)}</td>
       <td><span class="badge ${i.diverged ? "diverged" : esc(i.status)}">${i.diverged ? "DIVERGED" : esc(i.status)}</span></td>
-      <td>${esc(i.state.a_version)}</td><td>${esc(i.state.b_version || "–")}</td>
+      <td title="sha256 ${esc(i.state.a_sha256)}">${esc(i.state.a_version)} <span class="note mono">${esc((i.state.a_sha256 || "").slice(0, 8))}</span></td>
+      <td title="sha256 ${esc(i.state.b_sha256 || "")}">${esc(i.state.b_version || "–")} <span class="note mono">${esc((i.state.b_sha256 || "").slice(0, 8))}</span></td>
       <td>${esc(i.state.split_percent)}%</td><td>${esc(i.state.applied_offset)}</td>
       <td title="${esc(i.last_seen)}">${num(i.age_s, 1)} s ago</td>
       <td class="mono">${Object.entries(i.decisions).map(([k, v]) => `${esc(k)} ${num(v)}`).join("<br>")}</td>
@@ -263,10 +264,12 @@ function showOutcome(name, res) {
   const box = $("ab-result");
   const p = res.payload;
   if (!res.ok && !p.results) { box.innerHTML = `<span class="error" data-outcome="error">${esc(name)}: ${esc(p.error || `HTTP ${res.status}`)}</span>`; return; }
+  const diverging = (p.diverging || []).map((line) => `<div class="error">DIVERGENCE: ${esc(line)}</div>`).join("");
+  const activated = p.models_current_now ? `<div class="note">models/current → ${esc(p.models_current_now)}</div>` : "";
   const head = p.applied_by_all
     ? `<span class="fine" data-outcome="ok">${esc(name)} applied by every live instance (control offset ${esc(p.offset)})</span>`
     : `<span class="error" data-outcome="${p.published ? "partial" : "error"}">${esc(name)}: ${esc(p.error || (p.published ? "not applied by every instance" : "nothing published"))}</span>`;
-  box.innerHTML = head + `<table class="acks"><tbody>${(p.results || []).map((r) => `
+  box.innerHTML = head + diverging + activated + `<table class="acks"><tbody>${(p.results || []).map((r) => `
     <tr data-scorer="${esc(r.scorer_id)}" data-result="${esc(r.result)}"><td class="mono">${esc(r.scorer_id)}</td>
     <td><span class="badge ${esc(String(r.result).replace(" ", "-"))}">${esc(r.result)}</span></td><td>${esc(r.reason || "")}</td>
     <td>${r.state ? `A ${esc(r.state.a_version)} · B ${esc(r.state.b_version || "–")} · ${esc(r.state.split_percent)}%` : ""}</td></tr>`).join("")}</tbody></table>`;

@@ -20,8 +20,8 @@ from streams.console import app as console_app
 from streams.console.app import Services, create_app
 from streams.console.config import ConsoleConfig
 from streams.console.openapi import ENDPOINTS, markdown_table
+from streams.control.client import CommandOutcome
 from streams.control.commands import ControlCommand, parse_command
-from streams.control.fleet import CommandOutcome
 
 KEY = b"fleet-signing-key"
 TOKEN = "console-token-0123456789"
@@ -70,7 +70,9 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[ControlCommand]:
     """Every command the app would publish (the fake fleet has one live instance that acks)."""
     commands: list[ControlCommand] = []
 
-    def issue(settings: Any, topics: Any, command: ControlCommand, timeout: float) -> Any:
+    def issue(
+        settings: Any, topics: Any, command: ControlCommand, timeout: float, models_dir: Path
+    ) -> Any:
         commands.append(command)
         ack = {"result": "ok", "reason": None, "state": {"a_version": "v1"}}
         return CommandOutcome(command, ("scorer-0",), len(commands) - 1, {"scorer-0": ack})
@@ -92,6 +94,7 @@ def client(tmp_path: Path, **overrides: Any) -> TestClient:
         "topics": TopicNames(),
         "models_dir": models,
         "signing_key": KEY,
+        "key_id": "default",
         **overrides,
     }
     config = ConsoleConfig(**settings)
@@ -109,7 +112,7 @@ def test_a_good_split_is_published_signed_on_the_server_and_the_key_never_leaves
         {"scorer_id": "scorer-0", "result": "ok", "reason": None, "state": {"a_version": "v1"}}
     ]
     (command,) = published
-    assert parse_command(command.encode(), KEY).percent == 30  # a valid signature
+    assert parse_command(command.encode(), {"default": KEY}).percent == 30  # a valid signature
     assert KEY.decode() not in response.text
 
 
