@@ -25,9 +25,9 @@ from streams.config import KafkaSettings, TopicNames
 from streams.tools.replayer import ReplayOptions, ReplayResult, replay
 from streams.tools.topics import TopicAdmin
 from tests.fixtures.console import ConsoleLauncher, ConsolePage
+from tests.fixtures.fleet import decided, versions
 from tests.fixtures.models import FIXTURE_PREVALENCE
 from tests.fixtures.scorer import ScorerLauncher, read_topic
-from tests.integration.test_ab_end_to_end import decided, versions
 
 pytestmark = pytest.mark.integration
 

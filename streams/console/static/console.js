@@ -187,8 +187,10 @@ function renderAb(ab) {
 function renderDrift(d) {
   const select = $("drift-version");
   const versions = d.versions.map((v) => v.model_version);
-  if (select.options.length !== versions.length || [...select.options].some((o, i) => o.value !== versions[i])) {
-    select.innerHTML = d.versions.map((v) => `<option value="${esc(v.model_version)}">${esc(v.model_version)}${v.variant ? ` (serving as ${esc(v.variant)})` : ""}</option>`).join("");
+  const options = d.versions.map((v) => `<option value="${esc(v.model_version)}">${esc(v.model_version)}${v.variant ? ` (serving as ${esc(v.variant)})` : ""}</option>`).join("");
+  if (select.dataset.options !== options) {  // rebuild only on change: keeps the user's choice
+    select.innerHTML = options;
+    select.dataset.options = options;
     if (driftSelected && versions.includes(driftSelected)) select.value = driftSelected;
   }
   const v = d.versions.find((x) => x.model_version === (select.value || versions[0]));
@@ -278,7 +280,7 @@ function showOutcome(name, res) {
 async function command(name, path, body, button) {
   button.disabled = true;
   $("ab-result").innerHTML = `<span class="note">${esc(name)}: publishing and waiting for acks…</span>`;
-  try { showOutcome(name, await api("POST", path, body)); }
+  try { showOutcome(name, await api("POST", path, body)); await loadModels(); }
   catch (err) { $("ab-result").innerHTML = `<span class="error">${esc(name)}: ${esc(err)}</span>`; }
   finally { button.disabled = false; }
 }
