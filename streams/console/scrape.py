@@ -195,8 +195,8 @@ class TrafficMonitor:
         return view
 
     def _base_locked(self) -> tuple[dict[str, Scrape], dict[str, Scrape], float]:
-        if not self._history:
-            return {}, {}, 0.0
+        if not self._history:  # before the first scrape: no rates yet (and no division by 0)
+            return {}, {}, 1e-9
         latest = self._history[-1]
         newest = max((s.at for s in latest.values()), default=time.time())
         older = self._history[0]

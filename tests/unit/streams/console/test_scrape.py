@@ -84,3 +84,9 @@ def test_the_traffic_view_sums_targets_and_takes_rates_over_the_window(
         {"variant": "A", "model_version": "v1", "per_s": 100.0, "block_rate": 0.1}
     ]
     assert monitor.totals().decisions == 1000
+
+
+def test_the_view_before_the_first_scrape_has_no_rates_and_does_not_fail() -> None:
+    view = TrafficMonitor(["http://a/metrics"]).snapshot()
+    assert view["decisions_per_s"]["total"] == 0 and view["targets"] == []
+    assert view["latency_ms"] == {"p50": None, "p95": None, "p99": None}
