@@ -380,6 +380,7 @@ def _ab_sequence(
             check=True,
         )
     flags = kafka[:2] + [f for f in kafka[2:] if f.startswith("--topic-control")]
+    flags.append(f"--models-dir={models_dir}")  # model commands resolve the bundle there
     for command in (["ab-setup", candidate], ["ab-split", "25"]):
         _sentinel("control", *command, *flags)
     _, during = _collect(
