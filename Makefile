@@ -11,14 +11,18 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[train,dev,console]'
 	touch $(STAMP)
 
-# The local broker runs on a JVM and its jars come from Maven Central via Maven.
+# The local broker runs on a JVM and its jars come from Maven Central via Maven. The console's
+# browser tests drive Debian's Chromium through Playwright (never a browser download of its own).
 system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 	  echo "installing Java 17 and Maven (apt-get)"; \
 	  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium (apt-get) for the console's browser tests"; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,7 +42,7 @@ integration: $(STAMP) system-deps
 	$(BIN)/pytest -q tests/integration
 
 demo: $(STAMP) system-deps
-	$(BIN)/sentinel demo
+	$(BIN)/sentinel demo $(DEMO_ARGS)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_all

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.scorer",
     "tests.fixtures.prometheus",
+    "tests.fixtures.console",
 ]

@@ -13,10 +13,22 @@ import sys
 from collections.abc import Sequence
 
 from schemas.errors import SentinelError
-from streams.cli import broker, control, data, demo, drift, produce, score, tail, topics, train
+from streams.cli import (
+    broker,
+    console,
+    control,
+    data,
+    demo,
+    drift,
+    produce,
+    score,
+    tail,
+    topics,
+    train,
+)
 from streams.cli._args import SentinelArgumentParser
 
-COMMAND_GROUPS = [broker, topics, data, train, score, produce, tail, control, drift, demo]
+COMMAND_GROUPS = [broker, topics, data, train, score, produce, tail, control, console, drift, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,8 +128,7 @@ def _default_issuer() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from schemas.models_dir import activate_version
-    from streams.control.client import LIVE_WINDOW_S, Fleet, divergence, model_args
+    from streams.control.client import LIVE_WINDOW_S, issue_command, model_args
     from streams.control.commands import new_command
 
     name: str = args.command_name
@@ -143,37 +142,27 @@ def _run(args: argparse.Namespace) -> int:
     command = new_command(
         name, command_args, args.issuer, keys.get(key_id) if key_id else None, key_id=key_id
     )
-    fleet = Fleet(kafka_settings(args), topic_names(args))
-    try:
-        live = fleet.live_instances()
-        if not live:
-            print(
-                f"no live scorer instance: no heartbeat on {fleet.topics.control_events!r} in the "
-                f"last {LIVE_WINDOW_S:.0f} s; nothing published"
-            )
-            return 1
-        offset = fleet.publish(command.encode())
-        print(f"{name} {command.command_id} published at control offset {offset}")
-        acks = fleet.wait_for_acks(command.command_id, set(live), args.timeout)
-    finally:
-        fleet.close()
-    _print_acks(live, acks, fleet.latest)
+    topics = topic_names(args)
+    outcome = issue_command(kafka_settings(args), topics, command, args.timeout, models_dir)
+    if outcome.offset is None:
+        print(
+            f"no live scorer instance: no heartbeat on {topics.control_events!r} in the "
+            f"last {LIVE_WINDOW_S:.0f} s; nothing published"
+        )
+        return 1
+    print(f"{name} {command.command_id} published at control offset {outcome.offset}")
+    _print_acks(list(outcome.live), outcome.acks, outcome.latest)
     if name == "status":
-        _print_counts(fleet.stats)
-    missing = sorted(set(live) - set(acks))
-    refused = sorted(s for s, ack in acks.items() if ack.get("result") != "ok")
-    diverging = divergence({s: ack.get("state") or {} for s, ack in acks.items()})
-    if missing:
-        print(f"no answer within {args.timeout:g} s from: {', '.join(missing)}")
-    if refused:
-        print(f"refused by: {', '.join(refused)}")
-    for line in diverging:
+        _print_counts(outcome.stats)
+    if outcome.missing:
+        print(f"no answer within {args.timeout:g} s from: {', '.join(outcome.missing)}")
+    if outcome.refused:
+        print(f"refused by: {', '.join(outcome.refused)}")
+    for line in outcome.diverging:
         print(f"DIVERGENCE: {line}")
-    if name == "promote" and acks and not (missing or refused or diverging):
-        promoted = str((next(iter(acks.values())).get("state") or {}).get("a_version"))
-        activate_version(models_dir, promoted)
-        print(f"models/current -> {promoted} (a later reload keeps the promoted model)")
-    return 1 if missing or refused or diverging else 0
+    if outcome.activated:
+        print(f"models/current -> {outcome.activated} (a later reload keeps the promoted model)")
+    return 0 if outcome.applied_by_all else 1
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 Local broker (unless KAFKA_BOOTSTRAP_SERVERS) -> topics -> a model trained if models/current is
 missing -> a real ``sentinel score`` process -> a replay of an unseen synthetic stream with a few
 malformed messages -> a summary -> an A/B sequence (setup v2, split 25, promote) -> a drift phase
--> clean stop. Every step is a real component (CLI subprocesses, the real broker); nothing is
-simulated. Training libraries are imported only inside this command, never by the scorer.
+-> clean stop. The operator console runs beside the scorer for the whole demo and prints its URL
+(``--keep-running`` keeps everything up at the end for a look). Every step is a real component
+(CLI subprocesses, the real broker); nothing is simulated. Training libraries are imported only
+inside this command, never by the scorer.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--models-dir", default="models", help="model bundles directory")
     parser.add_argument("--rows", type=int, default=100_000, help="transactions in the main replay")
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the last step, keep the broker, the scorer and the console up until Ctrl-C",
+    )
     parser.set_defaults(run=_run)
 
 
@@ -88,7 +95,10 @@ def _run(args: argparse.Namespace) -> int:
                 [*SENTINEL, "train", "--activate", "--models-dir", str(models_dir)], check=True
             )
         print(f"serving model {(models_dir / 'current').read_text().strip()}")
-        with _scorer(kafka, models_dir) as metrics_port:
+        with (
+            _scorer(kafka, models_dir) as metrics_port,
+            _console(kafka, models_dir, metrics_port, replay_csv),
+        ):
             _step(f"3/7 replay {args.rows:,} unseen transactions (0.1% malformed, 2% redelivered)")
             settings = KafkaSettings(bootstrap)
             sent, decisions = _collect(
@@ -126,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
             _sentinel(
                 "drift", "report", *kafka[:2], f"--topic={topics.drift}", "--out=drift_report.png"
             )
+            if args.keep_running:
+                _wait_for_interrupt()
             _step("7/7 stopping")
     print(
         "\ndemo finished: the model bundle's report is in "
@@ -191,6 +203,47 @@ def _scorer(kafka: list[str], models_dir: Path) -> Iterator[int]:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
         print(f"scorer exited with code {code} after SIGTERM (finish batch, flush, commit)")
+
+
+@contextmanager
+def _console(kafka: list[str], models_dir: Path, metrics_port: int, csv: Path) -> Iterator[str]:
+    """A real ``sentinel console`` process on a free loopback port, watching the demo."""
+    import re
+
+    log_path = Path(".sentinel/demo-console.log")
+    cmd = [
+        *SENTINEL, "console", *kafka, f"--models-dir={models_dir}", "--port=0",
+        f"--scrape=http://127.0.0.1:{metrics_port}/metrics", f"--replay-csv={csv}",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(rb"sentinel console at (\S+)", log_path.read_bytes())):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                from schemas.errors import SentinelError
+
+                raise SentinelError(f"the console did not start: {log_path.read_text()[-800:]}")
+            time.sleep(0.1)
+        url = found.group(1).decode()
+        print(f"operator console at {url} (pid {proc.pid}, log {log_path})")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C or SIGTERM (also when started in the background, where SIGINT may be
+    ignored), then let the caller stop everything cleanly."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print("\n--keep-running: broker, scorer and console stay up; Ctrl-C (or SIGTERM) stops them",
+          flush=True)  # fmt: skip
+    while not stop.wait(1.0):
+        pass
+    print("stopping")
 
 
 def _replay(
@@ -327,6 +380,7 @@ def _ab_sequence(
             check=True,
         )
     flags = kafka[:2] + [f for f in kafka[2:] if f.startswith("--topic-control")]
+    flags.append(f"--models-dir={models_dir}")  # model commands resolve the bundle there
     for command in (["ab-setup", candidate], ["ab-split", "25"]):
         _sentinel("control", *command, *flags)
     _, during = _collect(

@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,8 +24,9 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, Producer,
 
 from schemas.errors import BrokerError, ConfigError
 from schemas.manifest import read_manifest
-from schemas.models_dir import current_version
+from schemas.models_dir import activate_version, current_version
 from streams.config import ConfigValue, KafkaSettings, TopicNames
+from streams.control.commands import ControlCommand
 from streams.log_reader import read_to_end
 
 LIVE_WINDOW_S: Final = 10.0
@@ -143,6 +144,76 @@ class Fleet:
         if isinstance(event.get("stats"), dict):
             self.stats[event["scorer_id"]] = event["stats"]
         return event
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What became of one issued command (:func:`issue_command`).
+
+    ``offset`` is None when nothing was published (no live instance). ``acks`` holds the ack of
+    every instance that answered in time, ``latest`` the latest event of every instance seen,
+    ``stats`` each one's latest heartbeat statistics, ``diverging`` one line per field on which
+    the instances that answered differ, ``activated`` the version ``models/current`` was pointed
+    at after a successful promote.
+    """
+
+    command: ControlCommand
+    live: tuple[str, ...]
+    offset: int | None
+    acks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    latest: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    stats: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    diverging: tuple[str, ...] = ()
+    activated: str | None = None
+
+    @property
+    def missing(self) -> list[str]:
+        """Live instances that did not answer in time."""
+        return sorted(set(self.live) - set(self.acks))
+
+    @property
+    def refused(self) -> list[str]:
+        """Instances that answered with a refusal."""
+        return sorted(s for s, ack in self.acks.items() if ack.get("result") != "ok")
+
+    @property
+    def applied_by_all(self) -> bool:
+        """Published, applied by every live instance, and they all serve the same afterwards."""
+        return self.offset is not None and not (self.missing or self.refused or self.diverging)
+
+
+def issue_command(
+    settings: KafkaSettings,
+    topics: TopicNames,
+    command: ControlCommand,
+    timeout_s: float,
+    models_dir: Path,
+) -> CommandOutcome:
+    """Publish ``command`` if any instance is live and wait up to ``timeout_s`` for every live
+    instance's ack; after a promote every instance applied alike, point ``models/current`` at
+    the promoted version (so a later ``reload`` keeps it).
+
+    Blocks up to about ``timeout_s`` plus the broker's timeouts. Raises BrokerError if the command
+    cannot be published, ConfigError if control-events does not exist.
+    """
+    fleet = Fleet(settings, topics)
+    try:
+        live = tuple(fleet.live_instances())
+        if not live:
+            return CommandOutcome(command, live, None, latest=dict(fleet.latest))
+        offset = fleet.publish(command.encode())
+        acks = fleet.wait_for_acks(command.command_id, set(live), timeout_s)
+    finally:
+        fleet.close()
+    diverging = tuple(divergence({s: ack.get("state") or {} for s, ack in acks.items()}))
+    outcome = CommandOutcome(
+        command, live, offset, acks, dict(fleet.latest), dict(fleet.stats), diverging
+    )
+    if command.command == "promote" and acks and outcome.applied_by_all:
+        promoted = str((next(iter(acks.values())).get("state") or {}).get("a_version"))
+        activate_version(models_dir, promoted)
+        outcome = replace(outcome, activated=promoted)
+    return outcome
 
 
 def _offset(message: Message) -> int:

@@ -157,10 +157,13 @@ def replay(
     labels: npt.NDArray[np.int8] | None,
     options: ReplayOptions,
     progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Produce transactions to ``topic``; blocks until every record is acknowledged.
 
-    Raises ConfigError on an empty source and KafkaException if the broker refuses records.
+    ``on_progress(sent, total)`` is called from this thread every 1,024 records and at the end
+    (the console's load tester). Raises ConfigError on an empty source and KafkaException if the
+    broker refuses records.
     """
     n_rows = features.shape[0]
     if n_rows == 0:
@@ -225,12 +228,16 @@ def replay(
                 time.sleep(ahead)
         if meter is not None and i % 2048 == 0:
             meter.update(result.sent)
+        if on_progress is not None and i % 1024 == 0:
+            on_progress(result.sent, total)
     remaining = producer.flush(60)
     if remaining:
         raise ConfigError(f"{remaining} transactions were not acknowledged by the broker")
     result.seconds = time.monotonic() - began
     if meter is not None:
         meter.update(result.sent, final=True)
+    if on_progress is not None:
+        on_progress(result.sent, total)
     return result
 
 
