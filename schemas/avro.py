@@ -217,7 +217,8 @@ class SingleObjectCodec:
         """Decode one single-object message into the reader schema's shape.
 
         Raises PoisonMessage ``undecodable`` (not this framing, truncated, corrupt, trailing
-        bytes, a varint longer than 10 bytes or overflowing 64 bits) or ``unknown_schema`` (a fingerprint none of the known writer schemas has).
+        bytes, a varint longer than 10 bytes or overflowing 64 bits) or ``unknown_schema`` (a
+        fingerprint none of the known writer schemas has).
         """
         if len(value) < HEADER_SIZE or value[:2] != MAGIC:
             raise PoisonMessage(

@@ -34,7 +34,9 @@ class EventTimeWindow:
     def __post_init__(self) -> None:
         for name, value in (("max age", self.max_age_ms), ("max ahead", self.max_ahead_ms)):
             if not 0 <= value <= _LIMIT_MS:
-                raise ConfigError(f"event time {name} must be within 0..{_LIMIT_MS} ms, got {value}")
+                raise ConfigError(
+                    f"event time {name} must be within 0..{_LIMIT_MS} ms, got {value}"
+                )
 
     def outside(self, event_time_ms: npt.NDArray[np.int64], now_ms: int) -> npt.NDArray[np.bool_]:
         """Mask of the event times outside the window around ``now_ms`` (vectorised, no overflow:

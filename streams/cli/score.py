@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.event_time import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_AHEAD_MS
 from streams.cli._args import (
     add_kafka_flags,
     add_models_dir_flag,
@@ -23,8 +24,6 @@ from streams.cli._args import (
     positive_int,
     topic_names,
 )
-
-from schemas.event_time import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_AHEAD_MS
 
 log = logging.getLogger("sentinel.score")
 

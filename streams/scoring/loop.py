@@ -43,6 +43,7 @@ from streams.metrics import ScorerMetrics
 from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
+from streams.scoring.digest import feature_digests
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,9 @@ class Scorer:
         t1 = clock()
         # The serving state is read once per batch and handed to every stage that needs it.
         state = self._serving.state
-        scored = score_batch(
-            state, self._cache, batch.transaction_ids, batch.card_ids, batch.features
-        )
+        digests = feature_digests(batch.features_f64)
+        t_digest = clock()
+        scored = score_batch(state, self._cache, digests, batch.card_ids, batch.features)
         t2 = clock()
         partitions = np.fromiter((m.partition() for m in messages), np.int32, n_in)
         offsets = np.fromiter((m.offset() for m in messages), np.int64, n_in)
@@ -258,7 +259,8 @@ class Scorer:
         inference = sum(scored.inference_seconds)
         stage("decode").inc(t1 - t0)
         stage("score").inc(inference)
-        stage("cache").inc(t2 - t1 - inference)
+        stage("digest").inc(t_digest - t1)
+        stage("cache").inc(t2 - t_digest - inference)
         stage("encode").inc(t3 - t2)
         stage("produce").inc(t4 - t3)
         stage("drift").inc(t5 - t4)

@@ -13,9 +13,13 @@ import pytest
 
 from schemas.avro import record_codec, zigzag_varint
 from schemas.avro_binary import MalformedVarint, read_strict_varint
-from schemas.event_time import EventTimeWindow
-from schemas.transaction_codec import decode_transactions, encode_transaction, encode_transaction_json
 from schemas.errors import ConfigError, PoisonMessage
+from schemas.event_time import EventTimeWindow
+from schemas.transaction_codec import (
+    decode_transactions,
+    encode_transaction,
+    encode_transaction_json,
+)
 
 NOW_MS = 1_764_000_000_000  # a fixed scorer clock (2025-11-24)
 SAMPLE: dict[str, Any] = {
@@ -95,9 +99,7 @@ ABSURD_EVENT_TIMES = {
 @pytest.mark.parametrize("event_time", ABSURD_EVENT_TIMES.values(), ids=ABSURD_EVENT_TIMES)
 def test_event_times_outside_the_window_are_absurd(encode: Any, event_time: int) -> None:
     values: list[bytes | None] = [encode(SAMPLE), encode({**SAMPLE, "event_time": event_time})]
-    batch, poisons = decode_transactions(
-        values, event_time_window=EventTimeWindow(), now_ms=NOW_MS
-    )
+    batch, poisons = decode_transactions(values, event_time_window=EventTimeWindow(), now_ms=NOW_MS)
     assert batch.index.tolist() == [0]
     assert [(i, p.kind) for i, p in poisons] == [(1, "absurd_value")]
     assert "event_time" in poisons[0][1].reason
@@ -126,7 +128,9 @@ def test_empty_ids_are_a_missing_field(encode: Any, field: str) -> None:
     values: list[bytes | None] = [encode({**SAMPLE, field: ""}), encode(SAMPLE)]
     batch, poisons = decode_transactions(values)
     assert batch.index.tolist() == [1]
-    assert [(i, p.kind, p.reason) for i, p in poisons] == [(0, "missing_field", f"{field} is empty")]
+    assert [(i, p.kind, p.reason) for i, p in poisons] == [
+        (0, "missing_field", f"{field} is empty")
+    ]
 
 
 def test_a_json_transaction_with_empty_ids_next_to_avro_ones() -> None:
