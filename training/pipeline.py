@@ -48,7 +48,12 @@ from training.study import (
     fit_final,
     run_study,
 )
-from training.threshold import block_threshold, cost_curve, decision_metrics, review_threshold
+from training.threshold import (
+    cost_curve,
+    decision_metrics,
+    review_threshold,
+    stable_block_threshold,
+)
 
 Progress = Callable[[str], None]
 PARITY_SAMPLE_ROWS = 64
@@ -166,8 +171,12 @@ def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -
     final = fit_final(winner.method, development, winner.trees, seed, config.model)
     say(f"final fit: {final.best_iteration + 1} trees ({final.seconds:.1f} s)")
     validation_scores = winner.oof_scores
-    block = block_threshold(
-        validation_scores, development.labels, development.amounts, config.review_cost
+    block = stable_block_threshold(
+        validation_scores,
+        development.labels,
+        development.amounts,
+        winner.oof_folds,
+        config.review_cost,
     )
     review = review_threshold(validation_scores, block, config.review_budget)
     say(f"thresholds: block >= {block:.4g}, review >= {review:.4g} (on out-of-fold scores)")

@@ -17,7 +17,8 @@ negative saving on test). So the study runs a stratified K-fold over the *develo
   (standard deviation) are reported;
 * the winner is the method with the highest mean fold PR-AUC (first listed wins a tie); its
   out-of-fold scores (every development row scored by the fold model that did not see it) are
-  what the thresholds are chosen on: K times the frauds of one validation split;
+  what the thresholds are chosen on: K times the frauds of one validation split, with the
+  one-standard-error rule across folds (training.threshold.stable_block_threshold);
 * the final model is the winner refit on the whole development set with that many trees (no
   early stopping, so nothing depends on one split).
 """
@@ -95,10 +96,11 @@ class StudyResult:
     scale_pos_weight: float
     seconds: float
     oof_scores: np.ndarray = field(repr=False, compare=False)
+    oof_folds: np.ndarray = field(repr=False, compare=False)  # the fold that scored each row
 
     def as_dict(self) -> dict[str, Any]:
         entry = asdict(self)
-        del entry["oof_scores"]
+        del entry["oof_scores"], entry["oof_folds"]
         return entry
 
 
@@ -230,8 +232,10 @@ def run_study(
         best_trees = [trees for _, trees, _, _ in fitted]
         trees = max(params.min_rounds, int(np.median(best_trees)))
         oof = np.empty(development.rows, dtype=np.float64)
+        oof_folds = np.empty(development.rows, dtype=np.int64)
         pr_aucs, roc_aucs = [], []
-        for (model, _, _, _), (_, held_out) in zip(fitted, parts, strict=True):
+        for fold, ((model, _, _, _), (_, held_out)) in enumerate(zip(fitted, parts, strict=True)):
+            oof_folds[held_out] = fold
             # At the method's tree count (capped by what this fold grew before it stopped).
             grown = model.get_booster().num_boosted_rounds()
             scores = model.predict_proba(
@@ -254,6 +258,7 @@ def run_study(
                 scale_pos_weight=_training_set_weight(method, development, parts[0][0]),
                 seconds=time.perf_counter() - began,
                 oof_scores=oof,
+                oof_folds=oof_folds,
             )
         )
     return results
