@@ -72,10 +72,12 @@ class Scorer:
     proc: subprocess.Popen[bytes]
     metrics_port: int
     log_path: Path
+    workers: int = 1
 
-    def metrics(self) -> dict[str, float]:
-        """The scorer's Prometheus exposition, as {series: value}."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
+    def metrics(self, worker: int = 0) -> dict[str, float]:
+        """Worker ``worker``'s Prometheus exposition (port + worker), as {series: value}."""
+        port = self.metrics_port + worker
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
         series: dict[str, float] = {}
         for line in text.decode().splitlines():
             if line and not line.startswith("#"):
@@ -117,7 +119,7 @@ def scorer(
             raise RuntimeError(f"scorer did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.05)
     try:
-        yield Scorer(proc, port, log_path)
+        yield Scorer(proc, port, log_path, workers)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
@@ -180,6 +182,16 @@ def read_latencies(
                 latencies.append(now_ms - decode_decision(msg.value() or b"")["event_time"])
     consumer.close()
     return np.array(latencies)
+
+
+def cache_hit_rate(scorer: Scorer) -> float:
+    """Share of scored rows answered by the decision cache, over every worker's counters."""
+    hits = misses = 0.0
+    for worker in range(scorer.workers):
+        series = scorer.metrics(worker)
+        hits += series.get('sentinel_cache_lookups_total{result="hit"}', 0.0)
+        misses += series.get('sentinel_cache_lookups_total{result="miss"}', 0.0)
+    return hits / (hits + misses) if hits + misses else 0.0
 
 
 def stage_profile(metrics: dict[str, float]) -> dict[str, float]:

@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.harness import (
     SENTINEL,
+    cache_hit_rate,
     decision_span,
     log,
     make_topics,
@@ -186,6 +187,7 @@ def _drain(
     with scorer(bootstrap, topics, models_dir, group, *extra, workers=workers) as proc:
         wait_for_commit(bootstrap, group, source, total, timeout_s=900)
         profile = stage_profile(proc.metrics()) if workers == 1 else {}
+        hit_rate = cache_hit_rate(proc)
     count, seconds = decision_span(bootstrap, topics.decisions)
     row = {
         "workload": workload,
@@ -194,8 +196,12 @@ def _drain(
         "seconds": seconds,
         "tx_per_s": count / seconds,
         "profile_us": profile,
+        "cache_hit_rate": hit_rate,
     }
-    log(f"  {row['tx_per_s']:,.0f} tx/s ({count:,} decisions in {seconds:.1f} s)")
+    log(
+        f"  {row['tx_per_s']:,.0f} tx/s ({count:,} decisions in {seconds:.1f} s, "
+        f"cache hits {hit_rate:.1%})"
+    )
     return row
 
 
@@ -362,13 +368,13 @@ def _write(results: dict[str, Any], path: Path) -> None:
         "",
         "## Drain throughput (first -> last decision, broker timestamps)",
         "",
-        "| workload | workers | decisions | seconds | tx/s |",
-        "|---|---:|---:|---:|---:|",
+        "| workload | workers | decisions | seconds | tx/s | cache hits |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for d in results["drain"]:
         lines.append(
             f"| {d['workload']} | {d['workers']} | {d['decisions']:,} | "
-            f"{d['seconds']:.1f} | {d['tx_per_s']:,.0f} |"
+            f"{d['seconds']:.1f} | {d['tx_per_s']:,.0f} | {d.get('cache_hit_rate', 0.0):.1%} |"
         )
     lines += [
         "",

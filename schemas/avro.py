@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas.avro_binary import check_varints
 from schemas.errors import PoisonMessage, SchemaError
 
 Schema = dict[str, Any]
@@ -216,7 +217,8 @@ class SingleObjectCodec:
         """Decode one single-object message into the reader schema's shape.
 
         Raises PoisonMessage ``undecodable`` (not this framing, truncated, corrupt, trailing
-        bytes) or ``unknown_schema`` (a fingerprint none of the known writer schemas has).
+        bytes, a varint longer than 10 bytes or overflowing 64 bits) or ``unknown_schema`` (a
+        fingerprint none of the known writer schemas has).
         """
         if len(value) < HEADER_SIZE or value[:2] != MAGIC:
             raise PoisonMessage(
@@ -239,6 +241,11 @@ class SingleObjectCodec:
             # text, never a crash of the scorer.
             problem = "truncated" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}"
             raise PoisonMessage("undecodable", f"corrupt {self.name} body: {problem}") from exc
+        try:
+            # fastavro reads over-long varints and drops the bits beyond 64 (see avro_binary).
+            check_varints(writer.schema, value, HEADER_SIZE)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise PoisonMessage("undecodable", f"malformed {self.name} body: {exc}") from exc
         trailing = len(value) - body.tell()
         if trailing:
             raise PoisonMessage(

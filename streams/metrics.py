@@ -20,7 +20,18 @@ LATENCY_BUCKETS = (
     1.0, 2.5, 5.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
-STAGES = ("poll", "decode", "cache", "route", "score", "encode", "produce", "commit", "drift")
+STAGES = (
+    "poll",
+    "decode",
+    "digest",
+    "cache",
+    "route",
+    "score",
+    "encode",
+    "produce",
+    "commit",
+    "drift",
+)
 
 
 class ScorerMetrics:

@@ -21,8 +21,9 @@ from schemas.errors import DataError
 from schemas.features import CSV_COLUMNS, FEATURE_NAMES, invalid_rows
 from training import synth
 
-# A stratified three-way split needs a few rows of each class in every part.
-MIN_ROWS_PER_CLASS: Final[int] = 10
+# Fewer frauds than this cannot be split into a test part and cross-validation folds that each
+# hold a few of them (20 leaves 4 for test and about 5 per fold of the 3-fold study).
+MIN_ROWS_PER_CLASS: Final[int] = 20
 
 
 @dataclass(frozen=True)
@@ -166,29 +167,26 @@ def from_frame(frame: pd.DataFrame, source: str = "dataframe") -> TrainingData:
     return TrainingData(frame, source, digest, None)
 
 
-def stratified_split(
-    data: TrainingData, seed: int, validation_share: float = 0.2, test_share: float = 0.2
-) -> tuple[Split, Split, Split]:
-    """(train, validation, test), each with the data's fraud prevalence; reproducible by seed."""
+def development_and_test(
+    data: TrainingData, seed: int, test_share: float = 0.2
+) -> tuple[Split, Split]:
+    """(development, test), stratified by class and reproducible by seed.
+
+    The test split is held out from everything (study, tree count, thresholds); the development
+    set is cross-validated (training.study).
+    """
     from sklearn.model_selection import train_test_split
 
     features = data.frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
     labels = data.frame["Class"].to_numpy(dtype=np.int64)
     amounts = data.frame["Amount"].to_numpy(dtype=np.float64)
     index = np.arange(len(labels))
-    rest, test = train_test_split(
+    development, test = train_test_split(
         index, test_size=test_share, stratify=labels, random_state=seed, shuffle=True
-    )
-    train, validation = train_test_split(
-        rest,
-        test_size=validation_share / (1.0 - test_share),
-        stratify=labels[rest],
-        random_state=seed,
-        shuffle=True,
     )
 
     def part(rows: np.ndarray) -> Split:
         rows = np.sort(rows)
         return Split(features[rows], labels[rows], amounts[rows])
 
-    return part(train), part(validation), part(test)
+    return part(development), part(test)

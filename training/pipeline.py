@@ -1,9 +1,12 @@
 """``train``: from a transactions set to a verified, versioned ONNX model bundle.
 
 Steps, each reported through ``progress``: data (read + validate, or generate) -> stratified
-60/20/20 split -> imbalance study (one fit per method) -> final fit of the winner with early
-stopping -> cost-optimal thresholds on validation -> ONNX export -> parity on the whole test set
-(refused above the bound) -> metrics, drift baseline, plots, report -> publish -> activate.
+80/20 development/test split -> imbalance study (K-fold cross-validation of every method on the
+development set, early stopping per fold) -> final fit of the winner on the whole development
+set with the cross-validated number of trees -> cost-optimal thresholds on the winner's
+out-of-fold scores -> ONNX export -> parity on the whole test set (refused above the bound) ->
+metrics, drift baseline, plots, report -> publish -> activate. The manifest's
+``metrics.validation`` block is computed on those out-of-fold scores.
 Everything is written to a staging directory and published with one rename, so a failure at any
 step leaves no bundle behind. The scorer's tests, the benchmarks and the demo call :func:`train`
 directly; ``sentinel train`` is a thin CLI over it.
@@ -45,7 +48,12 @@ from training.study import (
     fit_final,
     run_study,
 )
-from training.threshold import block_threshold, cost_curve, decision_metrics, review_threshold
+from training.threshold import (
+    cost_curve,
+    decision_metrics,
+    review_threshold,
+    stable_block_threshold,
+)
 
 Progress = Callable[[str], None]
 PARITY_SAMPLE_ROWS = 64
@@ -62,7 +70,6 @@ class TrainConfig:
     review_cost: float = 5.0  # cost of one false alarm (manual review), in Amount units
     parity_bound: float = 5e-7  # max |ONNX - XGBoost| fraud probability over the test set
     review_budget: float = 0.001  # share of traffic below the block threshold sent to REVIEW
-    validation_share: float = 0.2
     test_share: float = 0.2
     methods: tuple[Method, ...] = METHODS
     model: ModelParams = field(default_factory=ModelParams)
@@ -74,12 +81,8 @@ class TrainConfig:
             raise ConfigError(f"parity bound must be >= 0, got {self.parity_bound}")
         if not 0 <= self.review_budget < 1:
             raise ConfigError(f"review budget must be in [0, 1), got {self.review_budget}")
-        if not (
-            self.validation_share > 0
-            and self.test_share > 0
-            and self.validation_share + self.test_share < 1
-        ):
-            raise ConfigError("validation and test shares must be positive and sum below 1")
+        if not 0 < self.test_share < 1:
+            raise ConfigError(f"test share must be in (0, 1), got {self.test_share}")
         unknown = [m for m in self.methods if m not in METHODS]
         if not self.methods or unknown:
             raise ConfigError(f"imbalance methods must be among {', '.join(METHODS)}")
@@ -100,12 +103,11 @@ class TrainResult:
 class _Fitted:
     """What the fitting steps hand to export and reporting."""
 
-    train: Split
-    validation: Split
+    development: Split
     test: Split
     study: list[StudyResult]
     final: FinalModel
-    validation_scores: np.ndarray
+    validation_scores: np.ndarray  # the winner's out-of-fold scores of the development rows
     block: float
     review: float
 
@@ -148,34 +150,37 @@ def _importance(model: FinalModel) -> dict[str, float]:
 
 
 def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -> _Fitted:
-    """Split, study, final fit and thresholds (no files written)."""
-    train_split, validation, test = data.stratified_split(
-        dataset, seed, config.validation_share, config.test_share
-    )
+    """Split, cross-validated study, final fit and thresholds (no files written)."""
+    development, test = data.development_and_test(dataset, seed, config.test_share)
     say(
-        f"split: train {train_split.rows:,} / validation {validation.rows:,} / test "
-        f"{test.rows:,} rows ({train_split.frauds}/{validation.frauds}/{test.frauds} frauds)"
+        f"split: development {development.rows:,} / test {test.rows:,} rows "
+        f"({development.frauds}/{test.frauds} frauds); {config.model.cv_folds}-fold study"
     )
     results = []
     for method in config.methods:
         say(f"study: fitting {method}")
-        (result,) = run_study(train_split, validation, seed, config.model, (method,))
+        (result,) = run_study(development, seed, config.model, (method,))
         results.append(result)
         say(
-            f"study: {method}: validation PR-AUC {result.val_pr_auc:.4f} "
-            f"({result.train_rows:,} training rows, {result.seconds:.1f} s)"
+            f"study: {method}: cross-validated PR-AUC {result.val_pr_auc:.4f} "
+            f"+- {result.pr_auc_std:.4f}, {result.trees} trees "
+            f"({result.train_rows:,} training rows per fold, {result.seconds:.1f} s)"
         )
     winner = best_method(results)
-    say(f"final fit: {winner} with early stopping on validation PR-AUC")
-    final = fit_final(winner, train_split, validation, seed, config.model)
+    say(f"final fit: {winner.method} on the development set, {winner.trees} trees")
+    final = fit_final(winner.method, development, winner.trees, seed, config.model)
     say(f"final fit: {final.best_iteration + 1} trees ({final.seconds:.1f} s)")
-    validation_scores = final.predict_proba(validation.features)
-    block = block_threshold(
-        validation_scores, validation.labels, validation.amounts, config.review_cost
+    validation_scores = winner.oof_scores
+    block = stable_block_threshold(
+        validation_scores,
+        development.labels,
+        development.amounts,
+        winner.oof_folds,
+        config.review_cost,
     )
     review = review_threshold(validation_scores, block, config.review_budget)
-    say(f"thresholds: block >= {block:.4g}, review >= {review:.4g}")
-    return _Fitted(train_split, validation, test, results, final, validation_scores, block, review)
+    say(f"thresholds: block >= {block:.4g}, review >= {review:.4g} (on out-of-fold scores)")
+    return _Fitted(development, test, results, final, validation_scores, block, review)
 
 
 def _assemble(
@@ -192,7 +197,7 @@ def _assemble(
     say("export: converting to ONNX")
     onnx_model = to_onnx(fitted.final)
     (staging / MODEL_FILE).write_bytes(onnx_model.payload)
-    test, validation = fitted.test, fitted.validation
+    test, validation = fitted.test, fitted.development
     parity = check_parity(fitted.final, onnx_model, test.features, config.parity_bound)
     say(
         f"parity: max |ONNX - XGBoost| = {parity.max_abs_diff:.3g} over {parity.rows:,} "
@@ -243,7 +248,7 @@ def _assemble(
         ),
         parity=ParityCheck(parity.max_abs_diff, parity.rows, parity.bound),
         parity_sample=_parity_sample(test, test_scores, seed),
-        drift_baseline=build_baseline(fitted.train.features, test_scores),
+        drift_baseline=build_baseline(fitted.development.features, test_scores),
         metrics=metrics,
         imbalance_study=tuple(result.as_dict() for result in fitted.study),
         training={

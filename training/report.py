@@ -7,6 +7,7 @@ feature, and the score histogram by class on test data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,41 @@ def write_plots(out_dir: Path, data: PlotData) -> list[str]:
     return list(PLOT_FILES.values())
 
 
+def why_it_won(study: Sequence[Mapping[str, Any]], winner: str) -> str:
+    """One sentence: which imbalance method won, on what evidence (mean fold PR-AUC and its
+    spread against the runner-up), and whether the margin is within the fold spread."""
+    best = next(entry for entry in study if entry["method"] == winner)
+    folds = len(best.get("fold_pr_auc", [])) or 1
+    text = (
+        f"{winner} won on the highest mean cross-validated PR-AUC, {best['val_pr_auc']:.4f} "
+        f"+- {best.get('pr_auc_std', 0.0):.4f} over {folds} folds"
+    )
+    others = [entry for entry in study if entry["method"] != winner]
+    if others:
+        runner_up = max(others, key=lambda entry: entry["val_pr_auc"])
+        spread = max(best.get("pr_auc_std", 0.0), runner_up.get("pr_auc_std", 0.0))
+        text += (
+            f"; runner-up {runner_up['method']} {runner_up['val_pr_auc']:.4f} "
+            f"+- {runner_up.get('pr_auc_std', 0.0):.4f}"
+        )
+        if best["val_pr_auc"] - runner_up["val_pr_auc"] < spread:
+            text += " (a margin within the fold spread: the methods are close on this data)"
+    return text + "."
+
+
+def saving_warning(manifest: Manifest) -> str | None:
+    """A warning when the block threshold costs more on test than the naive 0.5 threshold."""
+    test = manifest.metrics["test"]
+    if test["saving"] >= 0:
+        return None
+    return (
+        f"WARNING: negative saving on test ({test['saving']:,.2f}): the block threshold "
+        f"{manifest.thresholds.block:.4g} costs more than 0.5 would. The threshold was "
+        "chosen on out-of-fold scores; with this few test frauds the difference may be noise, "
+        "but check the threshold-cost plot before serving this model."
+    )
+
+
 def summary_lines(manifest: Manifest) -> list[str]:
     """The short summary table (plain text) of a training run, from its manifest."""
     test = manifest.metrics["test"]
@@ -151,13 +187,22 @@ def summary_lines(manifest: Manifest) -> list[str]:
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
-    lines.append("  imbalance study (validation):")
-    lines.append(f"    {'method':<17} {'PR-AUC':>7} {'ROC-AUC':>8} {'rows':>9} {'seconds':>8}")
-    for entry in manifest.imbalance_study:
+    warning = saving_warning(manifest)
+    if warning:
+        lines.append(f"  {warning}")
+    study = manifest.imbalance_study
+    lines.append("  imbalance study (cross-validated PR-AUC: mean +- std over the folds):")
+    lines.append(
+        f"    {'method':<17} {'PR-AUC':>7} {'+-':>7} {'ROC-AUC':>8} {'trees':>6} {'rows':>9} "
+        f"{'seconds':>8}"
+    )
+    for entry in study:
         lines.append(
-            f"    {entry['method']:<17} {entry['val_pr_auc']:>7.4f} {entry['val_roc_auc']:>8.4f} "
-            f"{entry['train_rows']:>9,} {entry['seconds']:>8.1f}"
+            f"    {entry['method']:<17} {entry['val_pr_auc']:>7.4f} "
+            f"{entry.get('pr_auc_std', 0.0):>7.4f} {entry['val_roc_auc']:>8.4f} "
+            f"{entry.get('trees', 0):>6} {entry['train_rows']:>9,} {entry['seconds']:>8.1f}"
         )
+    lines.append(f"  {why_it_won(study, training['params']['method'])}")
     return lines
 
 
@@ -165,7 +210,30 @@ def render_markdown(manifest: Manifest) -> str:
     """``report.md``: the summary, both metric blocks, and the plots."""
     out = [f"# Model {manifest.version}", "", f"Created {manifest.created_at}.", ""]
     out += ["```", *summary_lines(manifest), "```", ""]
-    out += ["## Metrics", "", "| metric | validation | test |", "|---|---|---|"]
+    warning = saving_warning(manifest)
+    if warning:
+        out += [f"**{warning}**", ""]
+    study = manifest.imbalance_study
+    out += ["## Imbalance study", "", why_it_won(study, manifest.training["params"]["method"])]
+    out += ["", "| method | mean PR-AUC | std | PR-AUC per fold | trees per fold | trees |"]
+    out += ["|---|---:|---:|---|---|---:|"]
+    for entry in study:
+        per_fold = ", ".join(f"{value:.4f}" for value in entry.get("fold_pr_auc", []))
+        trees = ", ".join(str(value) for value in entry.get("fold_best_trees", []))
+        out.append(
+            f"| {entry['method']} | {entry['val_pr_auc']:.4f} | {entry.get('pr_auc_std', 0):.4f}"
+            f" | {per_fold} | {trees} | {entry.get('trees', '')} |"
+        )
+    out += [""]
+    out += [
+        "## Metrics",
+        "",
+        "validation = out-of-fold scores of the development set (what the thresholds were "
+        "chosen on); test = the held-out 20%, scored by the exported ONNX model.",
+        "",
+        "| metric | validation | test |",
+        "|---|---|---|",
+    ]
     validation, test = manifest.metrics["validation"], manifest.metrics["test"]
     for key, value in test.items():
         if isinstance(value, float):

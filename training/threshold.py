@@ -137,3 +137,48 @@ def decision_metrics(
         "rows": len(labels),
         "frauds": int(fraud.sum()),
     }
+
+
+def stable_block_threshold(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    amounts: np.ndarray,
+    fold_ids: np.ndarray,
+    review_cost: float,
+) -> float:
+    """The block threshold by the one-standard-error rule over cross-validation folds.
+
+    ``probabilities`` are out-of-fold scores and ``fold_ids`` the fold that scored each row.
+    Each fold gives its own cost curve. Against the threshold with the lowest mean cost, every
+    candidate has a per-fold extra cost; the chosen threshold is the *highest* one whose mean
+    extra cost is within one standard error of it (fold spread / sqrt(folds)): a lower threshold
+    that is cheaper by less than the folds disagree, typically thanks to one or two large frauds
+    in one fold, costs many false alarms on new data for a saving that does not repeat. Seen on
+    the full-size synthetic set: the plain minimum on out-of-fold scores gave 0.038 (test
+    precision 0.74, saving -132); the same model at 0.1-0.5 had precision 0.95-1.0 at the same
+    recall. Falls back to :func:`block_threshold` with a single fold. Placed midway between
+    scores.
+    """
+    scores = np.asarray(probabilities, dtype=np.float64)
+    folds = np.unique(fold_ids)
+    if len(folds) < 2:
+        return block_threshold(scores, labels, amounts, review_cost)
+    overall = cost_curve(scores, labels, amounts, review_cost)
+    candidates = overall.thresholds  # descending; [0] flags nothing
+    per_fold = np.empty((len(folds), len(candidates)))
+    for row, fold in enumerate(folds):
+        mine = fold_ids == fold
+        curve = cost_curve(scores[mine], labels[mine], amounts[mine], review_cost)
+        # Cost of flagging ">= t" in this fold = the cost at its lowest own threshold >= t.
+        ascending = curve.thresholds[::-1]
+        at = np.searchsorted(ascending, candidates, side="left")
+        at = np.minimum(at, len(ascending) - 1)
+        per_fold[row] = curve.costs[::-1][at]
+    best = int(np.argmin(per_fold.mean(axis=0)))
+    # Paired across folds: each fold's extra cost of a candidate over the minimum.
+    extra = per_fold - per_fold[:, [best]]
+    se = extra.std(axis=0, ddof=1) / np.sqrt(len(folds))
+    chosen = int(np.flatnonzero(extra.mean(axis=0) <= se)[0])  # first = highest threshold
+    if chosen == 0:
+        return float(candidates[0])
+    return _midpoint_below(scores, float(candidates[chosen]))

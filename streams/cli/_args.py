@@ -34,7 +34,7 @@ def env_flag(
     if raw is not None and raw != "":
         try:
             value = type(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             parser.error(f"environment variable {env}={raw!r} is invalid: {exc}")
     shown = "none" if default is None else default
     parser.add_argument(

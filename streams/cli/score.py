@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.event_time import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_AHEAD_MS
 from streams.cli._args import (
     add_kafka_flags,
     add_models_dir_flag,
@@ -25,6 +26,13 @@ from streams.cli._args import (
 )
 
 log = logging.getLogger("sentinel.score")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3.15e9:  # `not` also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number of seconds in 0..3.15e9, got {text!r}")
+    return value
 
 
 def register(commands: Any) -> None:
@@ -80,6 +88,22 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
         65_536,
         "larger transactions go to the DLQ as oversize",
         type=positive_int,
+    )
+    env_flag(
+        parser,
+        "--max-event-age-s",
+        "SENTINEL_MAX_EVENT_AGE_S",
+        DEFAULT_MAX_AGE_MS / 1000,
+        "older event times go to the DLQ as absurd_value",
+        type=_seconds,
+    )
+    env_flag(
+        parser,
+        "--max-event-ahead-s",
+        "SENTINEL_MAX_EVENT_AHEAD_S",
+        DEFAULT_MAX_AHEAD_MS / 1000,
+        "event times further ahead of this scorer's clock go to the DLQ as absurd_value",
+        type=_seconds,
     )
     env_flag(
         parser,
@@ -159,6 +183,7 @@ def _worker_main(args: argparse.Namespace, scorer_id: str, metrics_port: int) ->
 
 
 def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
+    from schemas.event_time import EventTimeWindow
     from streams.drift.monitor import DriftConfig
     from streams.scoring.dlq import DlqLimit
     from streams.scoring.loop import ScorerConfig
@@ -174,6 +199,10 @@ def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
         cache_capacity=args.cache_capacity,
         cache_ttl_s=args.cache_ttl_s,
         max_message_bytes=args.max_message_bytes,
+        event_time_window=EventTimeWindow(
+            max_age_ms=round(args.max_event_age_s * 1000),
+            max_ahead_ms=round(args.max_event_ahead_s * 1000),
+        ),
         dlq_limit=DlqLimit(max_share=args.dlq_max_share, window_messages=args.dlq_window),
         drift=drift,
     )

@@ -25,6 +25,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _prevalence(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -55,6 +62,12 @@ def register(commands: Any) -> None:
         "--rows",
         type=positive_int,
         help="rows of synthetic data (implies synthetic data) [default 284807]",
+    )
+    parser.add_argument(
+        "--prevalence",
+        type=_prevalence,
+        help="fraud share of synthetic data (implies synthetic data) [default 0.001727, the "
+        "Kaggle set's]",
     )
     parser.add_argument(
         "--seed", type=int, default=7, help="seed of the generator, split and models [default 7]"
@@ -94,12 +107,12 @@ def _data_source(args: argparse.Namespace) -> Path | None:
     if args.data == SYNTHETIC:
         return None
     if args.data is not None:
-        if args.rows is not None:
+        if args.rows is not None or args.prevalence is not None:
             raise ConfigError(
-                "--rows sets the size of synthetic data; it cannot be used with a CSV"
+                "--rows and --prevalence shape synthetic data; they cannot be used with a CSV"
             )
         return Path(args.data)
-    if args.rows is None and DEFAULT_CSV.exists():
+    if args.rows is None and args.prevalence is None and DEFAULT_CSV.exists():
         return DEFAULT_CSV
     return None
 
@@ -107,7 +120,7 @@ def _data_source(args: argparse.Namespace) -> Path | None:
 def _run(args: argparse.Namespace) -> int:
     from training.pipeline import TrainConfig, train
     from training.report import summary_lines
-    from training.synth import DEFAULT_ROWS
+    from training.synth import DEFAULT_ROWS, PREVALENCE
 
     source = _data_source(args)
     config = TrainConfig(
@@ -124,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         Path(args.models_dir),
         data_source=source,
         rows=args.rows or DEFAULT_ROWS,
+        prevalence=args.prevalence or PREVALENCE,
         seed=args.seed,
         version=args.version,
         activate=args.activate,

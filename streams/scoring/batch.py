@@ -30,6 +30,8 @@ class Model(Protocol):
     @property
     def version(self) -> str: ...
     @property
+    def sha256(self) -> str: ...
+    @property
     def manifest(self) -> Manifest: ...
     @property
     def block_threshold(self) -> float: ...
@@ -66,12 +68,16 @@ class ScoredBatch:
 def score_batch(
     serving: Serving,
     cache: DecisionCache,
-    transaction_ids: Sequence[bytes],
+    digests: npt.NDArray[np.uint64],
     card_ids: Sequence[bytes],
     features: npt.NDArray[np.float32],
 ) -> ScoredBatch:
-    """Score one batch under one serving state. May raise what onnxruntime raises."""
-    n = len(transaction_ids)
+    """Score one batch under one serving state. May raise what onnxruntime raises.
+
+    ``digests`` are the rows' feature digests (:func:`streams.scoring.digest.feature_digests`):
+    the cache key with each model's sha256, and how repeats inside the batch are found.
+    """
+    n = len(digests)
     models: list[Model] = [serving.a] if serving.b is None else [serving.a, serving.b]
     variant = np.zeros(n, dtype=np.int8)
     if len(models) == 2 and serving.split_percent > 0:
@@ -83,11 +89,11 @@ def score_batch(
         rows = np.arange(n) if len(models) == 1 else np.flatnonzero(variant == v)
         if rows.size == 0:
             continue
-        ids = transaction_ids if rows.size == n else [transaction_ids[i] for i in rows.tolist()]
-        hit, probs = cache.lookup(model.version, ids)
+        keys = digests if rows.size == n else digests[rows]
+        hit, probs = cache.lookup(model.sha256, keys)
         miss = np.flatnonzero(~hit)
-        repeats = _repeats_within(ids, miss)
-        if repeats is not None:  # redelivered inside this very batch: score the first copy only
+        repeats = _repeats_within(keys, miss)
+        if repeats is not None:  # repeated inside this very batch: score the first copy only
             later, first = repeats
             hit[later] = True
             miss = np.setdiff1d(miss, later, assume_unique=True)
@@ -97,9 +103,7 @@ def score_batch(
             fresh = model.predict_proba(features if everything else features[rows[miss]])
             inference_seconds[v] = time.perf_counter() - began
             probs[miss] = fresh
-            cache.store(
-                model.version, ids if everything else [ids[i] for i in miss.tolist()], fresh
-            )
+            cache.store(model.sha256, keys if everything else keys[miss], fresh)
         if repeats is not None:
             probs[later] = probs[first]
         probability[rows] = probs
@@ -120,16 +124,16 @@ def score_batch(
 
 
 def _repeats_within(
-    ids: Sequence[bytes], miss: npt.NDArray[np.intp]
+    keys: npt.NDArray[np.uint64], miss: npt.NDArray[np.intp]
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None:
-    """Missed rows whose transaction id appeared earlier in the same batch: (later, first).
+    """Missed rows whose feature digest appeared earlier in the same batch: (later, first).
 
-    None when every missed id is distinct (the usual case), decided by one C-level set build.
+    None when every missed row is distinct (the usual case), decided by one C-level set build.
     """
-    missed = [ids[i] for i in miss.tolist()] if miss.size != len(ids) else list(ids)
+    missed = (keys[miss] if miss.size != len(keys) else keys).tolist()
     if len(set(missed)) == len(missed):
         return None
-    first_seen: dict[bytes, int] = {}
+    first_seen: dict[int, int] = {}
     later, first = [], []
     for row, tx in zip(miss.tolist(), missed, strict=True):
         earlier = first_seen.setdefault(tx, row)

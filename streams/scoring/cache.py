@@ -1,8 +1,12 @@
-"""The local decision cache: recent fraud probabilities by (model version, transaction id).
+"""The local decision cache: recent fraud probabilities by (model sha256, feature-row digest).
 
 A payment system that retries, or an upstream producer that redelivers, sends the same
-transaction again within seconds; the cache answers those without another ONNX call. The key
-includes the model version, so a swap or an A/B variant never serves another model's score.
+transaction again within seconds; the cache answers those without another ONNX call. A score is
+a pure function of (model, features), so the key is exactly that: the model's sha256 (a swap or
+an A/B variant never serves another model's score, and a re-published version with other bytes
+cannot either) and the 64-bit digest of the feature row (:mod:`streams.scoring.digest`). A retry
+that reuses a transaction id with other features is scored afresh; an identical row under a new
+id is a hit.
 
 Entries expire ``ttl_s`` after they were scored (a hit does not extend them) and the oldest go
 first when ``capacity`` is exceeded. Because every entry lives exactly ``ttl_s`` and entries are
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -40,19 +44,20 @@ class DecisionCache:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._clock = clock
-        # key -> (probability, scored_at); insertion order == expiry order
-        self._entries: dict[tuple[str, bytes], tuple[float, float]] = {}
+        # (model sha256, row digest) -> (probability, scored_at); insertion order == expiry order
+        self._entries: dict[tuple[str, int], tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def lookup(
-        self, model_version: str, transaction_ids: Sequence[bytes]
+        self, model_sha256: str, digests: npt.NDArray[np.uint64]
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
-        """Return ``(hit_mask, probabilities)`` for a batch; probabilities are 0 where missed."""
+        """Return ``(hit_mask, probabilities)`` for a batch of row digests; probabilities are 0
+        where missed."""
         self._purge()
         entries = self._entries
-        found = [entries.get((model_version, tx)) for tx in transaction_ids]
+        found = [entries.get((model_sha256, digest)) for digest in digests.tolist()]
         hit = np.fromiter((f is not None for f in found), dtype=bool, count=len(found))
         probs = np.fromiter(
             (f[0] if f is not None else 0.0 for f in found), dtype=np.float64, count=len(found)
@@ -61,8 +66,8 @@ class DecisionCache:
 
     def store(
         self,
-        model_version: str,
-        transaction_ids: Sequence[bytes],
+        model_sha256: str,
+        digests: npt.NDArray[np.uint64],
         probabilities: npt.NDArray[np.float64],
     ) -> None:
         """Remember freshly scored probabilities (first score wins until it expires)."""
@@ -70,8 +75,8 @@ class DecisionCache:
             return
         now = self._clock()
         entries = self._entries
-        for tx, prob in zip(transaction_ids, probabilities.tolist(), strict=True):
-            entries.setdefault((model_version, tx), (prob, now))
+        for digest, prob in zip(digests.tolist(), probabilities.tolist(), strict=True):
+            entries.setdefault((model_sha256, digest), (prob, now))
         overflow = len(entries) - self.capacity
         if overflow > 0:
             for key in list(itertools.islice(entries, overflow)):

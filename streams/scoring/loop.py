@@ -35,6 +35,7 @@ from confluent_kafka import (
 from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, encode_decisions
 from schemas.drift_codec import encode_snapshot
 from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage
+from schemas.event_time import EventTimeWindow
 from schemas.transaction_codec import decode_transactions
 from streams.config import DLQ_MAX_MESSAGE_BYTES, KafkaSettings, TopicNames
 from streams.drift.monitor import DriftConfig, DriftMonitor
@@ -42,6 +43,7 @@ from streams.metrics import ScorerMetrics
 from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
+from streams.scoring.digest import feature_digests
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class ScorerConfig:
     cache_capacity: int = 10_000
     cache_ttl_s: float = 2.0
     max_message_bytes: int = 65_536
+    event_time_window: EventTimeWindow = field(default_factory=EventTimeWindow)
     dlq_limit: DlqLimit = field(default_factory=DlqLimit)
     drift: DriftConfig | None = field(default_factory=DriftConfig)
     lag_interval_s: float = 5.0
@@ -189,19 +192,26 @@ class Scorer:
         n_in = len(messages)
         t0 = clock()
         values = [m.value() for m in messages]
-        batch, poisons = decode_transactions(values, max_message_bytes=cfg.max_message_bytes)
+        batch, poisons = decode_transactions(
+            values,
+            max_message_bytes=cfg.max_message_bytes,
+            event_time_window=cfg.event_time_window,
+            now_ms=int(time.time() * 1000),
+        )
         self._dlq_guard.check(n_in, len(poisons))
         t1 = clock()
         # The serving state is read once per batch and handed to every stage that needs it.
         state = self._serving.state
-        scored = score_batch(
-            state, self._cache, batch.transaction_ids, batch.card_ids, batch.features
-        )
+        digests = feature_digests(batch.features_f64)
+        t_digest = clock()
+        scored = score_batch(state, self._cache, digests, batch.card_ids, batch.features)
         t2 = clock()
         partitions = np.fromiter((m.partition() for m in messages), np.int32, n_in)
         offsets = np.fromiter((m.offset() for m in messages), np.int64, n_in)
         rows = batch.index
         scored_at_us = int(time.time() * 1_000_000)
+        # Finite and within [-max_ahead, max_age + batch time]: decode refused event times
+        # outside the window around the clock read just before it.
         latency_ms = (scored_at_us / 1000.0) - batch.event_time_ms.astype(np.float64)
         decisions = encode_decisions(
             transaction_ids=batch.transaction_ids,
@@ -249,7 +259,8 @@ class Scorer:
         inference = sum(scored.inference_seconds)
         stage("decode").inc(t1 - t0)
         stage("score").inc(inference)
-        stage("cache").inc(t2 - t1 - inference)
+        stage("digest").inc(t_digest - t1)
+        stage("cache").inc(t2 - t_digest - inference)
         stage("encode").inc(t3 - t2)
         stage("produce").inc(t4 - t3)
         stage("drift").inc(t5 - t4)
@@ -257,7 +268,7 @@ class Scorer:
     def _produce(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         on_delivery: Callable[[KafkaError | None, Message], None],
         headers: list[tuple[str, str | bytes | None]] | None,
@@ -295,8 +306,9 @@ class Scorer:
                 msg.offset(),
                 poison,
             )
+            # A tombstone stays a tombstone (null value), not a zero-length one.
             self._produce(
-                self.config.topics.dlq, msg.value() or b"", msg.key(), pending.on_delivery, headers
+                self.config.topics.dlq, msg.value(), msg.key(), pending.on_delivery, headers
             )
             self._metrics.dlq.labels(poison.kind).inc()
 

@@ -98,12 +98,12 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_too_few_frauds(
     good_frame: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    frame = good_frame.drop(good_frame.index[good_frame["Class"] == 1][3:])
+    frame = good_frame.drop(good_frame.index[good_frame["Class"] == 1][19:])
     csv = tmp_path / "few.csv"
     csv.write_bytes(to_csv_bytes(frame))
     models = tmp_path / "models"
     code, err = _train(csv, models, capsys)
-    _assert_refused(code, err, models, "only 3 fraud row(s)", "at least 10 of each class")
+    _assert_refused(code, err, models, "only 19 fraud row(s)", "at least 20 of each class")
 
 
 def test_unwritable_models_dir(

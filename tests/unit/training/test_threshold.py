@@ -11,6 +11,7 @@ from training.threshold import (
     decision_metrics,
     expected_cost,
     review_threshold,
+    stable_block_threshold,
 )
 
 # Five validation rows, review cost 5. Flagging p >= t costs (missed fraud amounts) + 5 x alarms:
@@ -75,3 +76,28 @@ def test_decision_metrics_on_the_hand_case() -> None:
     assert metrics["cost_at_0_5"] == 7.0 and metrics["saving"] == 0.0
     assert metrics["review_share"] == pytest.approx(0.2)  # the 0.3 row
     assert (metrics["rows"], metrics["frauds"]) == (5, 3)
+
+
+def test_the_stable_threshold_ignores_a_saving_that_one_fold_alone_makes() -> None:
+    # Three folds alike: frauds score 0.9, legit below 0.1 and 40 of them at 0.2-0.3. Fold 0
+    # also holds one large fraud at 0.1: catching it flags 3 x 40 legit rows (800 saved in one
+    # fold, 600 paid across all three), so the plain minimum flags >= 0.1; the saving is one
+    # fold's luck, and the one-standard-error rule keeps the threshold above 0.3.
+    rng = np.random.default_rng(0)
+    scores, labels, amounts, folds = [], [], [], []
+    for fold in range(3):
+        legit = np.concatenate([rng.uniform(0.05, 0.0999, 200), rng.uniform(0.2, 0.3, 40)])
+        scores += [*legit, *[0.9] * 5]
+        labels += [0] * len(legit) + [1] * 5
+        amounts += [10.0] * len(legit) + [100.0] * 5
+        folds += [fold] * (len(legit) + 5)
+        if fold == 0:
+            scores.append(0.1)
+            labels.append(1)
+            amounts.append(800.0)
+            folds.append(0)
+    args = (np.array(scores), np.array(labels), np.array(amounts))
+    plain = block_threshold(*args, review_cost=5.0)
+    stable = stable_block_threshold(*args, np.array(folds), review_cost=5.0)
+    assert plain < 0.1 < 0.3 < stable < 0.9
+    assert stable_block_threshold(*args, np.zeros(len(scores)), review_cost=5.0) == plain

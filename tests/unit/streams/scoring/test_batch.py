@@ -17,6 +17,7 @@ import pytest
 from schemas.features import N_FEATURES
 from streams.scoring.batch import ALLOW, BLOCK, REVIEW, score_batch
 from streams.scoring.cache import DecisionCache
+from streams.scoring.digest import feature_digests
 from streams.scoring.route import variant_b_mask
 
 
@@ -30,6 +31,10 @@ class FakeModel:
     column: int = 0
     manifest: Mapping[str, Any] = field(default_factory=dict)
     calls: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.sha256 = self.sha256 or f"sha256-of-{self.version}"
 
     def predict_proba(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         self.calls.append(features.copy())
@@ -55,16 +60,21 @@ def batch(
     return tx_ids, cards, features
 
 
+def keys(features: npt.NDArray[np.float32]) -> npt.NDArray[np.uint64]:
+    """The cache keys the scorer passes: digests of the rows as sent (float64)."""
+    return feature_digests(features.astype(np.float64))
+
+
 def cache() -> DecisionCache:
     return DecisionCache(capacity=10_000, ttl_s=3600.0)
 
 
 def test_one_model_call_per_variant_per_batch_with_that_variants_rows() -> None:
     a, b = FakeModel("v1", column=0), FakeModel("v2", column=1)
-    tx_ids, cards, features = batch(300)
+    _, cards, features = batch(300)
     on_b = variant_b_mask(cards, 30)
 
-    scored = score_batch(FakeServing(a, b, 30), cache(), tx_ids, cards, features)
+    scored = score_batch(FakeServing(a, b, 30), cache(), keys(features), cards, features)
 
     assert len(a.calls) == 1 and len(b.calls) == 1
     np.testing.assert_array_equal(a.calls[0], features[~on_b])
@@ -78,10 +88,10 @@ def test_one_model_call_per_variant_per_batch_with_that_variants_rows() -> None:
 def test_a_batch_of_cache_hits_calls_no_model_and_returns_the_fresh_scores() -> None:
     a, b = FakeModel("v1", column=0), FakeModel("v2", column=1)
     serving, shared = FakeServing(a, b, 30), cache()
-    tx_ids, cards, features = batch(200)
-    fresh = score_batch(serving, shared, tx_ids, cards, features)
+    _, cards, features = batch(200)
+    fresh = score_batch(serving, shared, keys(features), cards, features)
 
-    again = score_batch(serving, shared, tx_ids, cards, features)
+    again = score_batch(serving, shared, keys(features), cards, features)
 
     assert len(a.calls) == 1 and len(b.calls) == 1
     assert again.cache_hit.all()
@@ -93,15 +103,14 @@ def test_a_batch_of_cache_hits_calls_no_model_and_returns_the_fresh_scores() -> 
 def test_only_the_misses_of_a_batch_are_scored() -> None:
     a = FakeModel("v1")
     serving, shared = FakeServing(a), cache()
-    old_ids, old_cards, old_features = batch(50, seed=1)
-    first = score_batch(serving, shared, old_ids, old_cards, old_features)
-    new_ids, new_cards, new_features = batch(30, seed=2)
+    _, old_cards, old_features = batch(50, seed=1)
+    first = score_batch(serving, shared, keys(old_features), old_cards, old_features)
+    _, new_cards, new_features = batch(30, seed=2)
     # a redelivery of every other old transaction, interleaved with new ones
-    tx_ids = [*old_ids[::2], *new_ids]
     cards = [*old_cards[::2], *new_cards]
     features = np.concatenate([old_features[::2], new_features])
 
-    scored = score_batch(serving, shared, tx_ids, cards, features)
+    scored = score_batch(serving, shared, keys(features), cards, features)
 
     assert len(a.calls) == 2
     np.testing.assert_array_equal(a.calls[1], new_features)
@@ -112,10 +121,10 @@ def test_only_the_misses_of_a_batch_are_scored() -> None:
 def test_a_cached_score_is_not_served_to_another_model_version() -> None:
     a, b = FakeModel("v1", column=0), FakeModel("v2", column=1)
     shared = cache()
-    tx_ids, cards, features = batch(40)
-    score_batch(FakeServing(a, b, 0), shared, tx_ids, cards, features)
+    _, cards, features = batch(40)
+    score_batch(FakeServing(a, b, 0), shared, keys(features), cards, features)
 
-    everything_on_b = score_batch(FakeServing(a, b, 100), shared, tx_ids, cards, features)
+    everything_on_b = score_batch(FakeServing(a, b, 100), shared, keys(features), cards, features)
 
     assert len(b.calls) == 1
     assert not everything_on_b.cache_hit.any()
@@ -123,15 +132,14 @@ def test_a_cached_score_is_not_served_to_another_model_version() -> None:
 
 
 @pytest.mark.parametrize("split", [0, 50], ids=["one-variant", "two-variants"])
-def test_a_transaction_repeated_inside_a_batch_is_scored_once(split: int) -> None:
+def test_a_row_repeated_inside_a_batch_is_scored_once(split: int) -> None:
     a, b = FakeModel("v1", column=0), FakeModel("v2", column=1)
-    uniq_ids, uniq_cards, uniq_features = batch(40)
+    _, uniq_cards, uniq_features = batch(40)
     order = [0, 1, 0, 2, 3, 1, 0, *range(4, 40)]  # tx 0 three times, tx 1 twice
-    tx_ids = [uniq_ids[i] for i in order]
     cards = [uniq_cards[i] for i in order]
     features = uniq_features[order]
 
-    scored = score_batch(FakeServing(a, b, split), cache(), tx_ids, cards, features)
+    scored = score_batch(FakeServing(a, b, split), cache(), keys(features), cards, features)
 
     scored_rows = np.concatenate([a.calls[0], *b.calls]) if b.calls else a.calls[0]
     assert len(scored_rows) == 40  # the 40 distinct transactions, each once
@@ -143,13 +151,15 @@ def test_a_transaction_repeated_inside_a_batch_is_scored_once(split: int) -> Non
         assert scored.outcome[repeat] == scored.outcome[first]
 
 
-def test_a_repeat_of_a_cached_transaction_is_a_hit_like_its_first_copy() -> None:
+def test_a_repeat_of_a_cached_row_is_a_hit_like_its_first_copy() -> None:
     a = FakeModel("v1")
     shared = cache()
-    tx_ids, cards, features = batch(3)
-    first = score_batch(FakeServing(a), shared, tx_ids, cards, features)
+    _, cards, features = batch(3)
+    first = score_batch(FakeServing(a), shared, keys(features), cards, features)
 
-    scored = score_batch(FakeServing(a), shared, [tx_ids[0]] * 2, [cards[0]] * 2, features[[0, 0]])
+    scored = score_batch(
+        FakeServing(a), shared, keys(features[[0, 0]]), [cards[0]] * 2, features[[0, 0]]
+    )
 
     assert len(a.calls) == 1
     assert scored.cache_hit.tolist() == [True, True]
@@ -159,10 +169,10 @@ def test_a_repeat_of_a_cached_transaction_is_a_hit_like_its_first_copy() -> None
 def test_outcomes_follow_the_models_block_and_review_thresholds() -> None:
     a = FakeModel("v1", block_threshold=0.75, review_threshold=0.25)
     probabilities = [0.75, 0.7499, 0.5, 0.25, 0.2499, 0.0, 1.0]
-    tx_ids, cards, features = batch(len(probabilities))
+    _, cards, features = batch(len(probabilities))
     features[:, 0] = probabilities
 
-    scored = score_batch(FakeServing(a), cache(), tx_ids, cards, features)
+    scored = score_batch(FakeServing(a), cache(), keys(features), cards, features)
 
     assert scored.outcome.tolist() == [BLOCK, REVIEW, REVIEW, REVIEW, ALLOW, ALLOW, BLOCK]
     assert scored.block_threshold.tolist() == [0.75] * 7
@@ -172,11 +182,11 @@ def test_outcomes_follow_the_models_block_and_review_thresholds() -> None:
 def test_each_variant_is_judged_by_its_own_thresholds() -> None:
     a = FakeModel("v1", block_threshold=0.75, review_threshold=0.25, column=0)
     b = FakeModel("v2", block_threshold=0.5, review_threshold=0.125, column=0)
-    tx_ids, cards, features = batch(400)
+    _, cards, features = batch(400)
     features[:, 0] = np.resize(np.array([0.5, 0.2, 0.8, 0.1], dtype=np.float32), 400)
     on_b = variant_b_mask(cards, 50)
 
-    scored = score_batch(FakeServing(a, b, 50), cache(), tx_ids, cards, features)
+    scored = score_batch(FakeServing(a, b, 50), cache(), keys(features), cards, features)
 
     by_a = {0.5: REVIEW, 0.2: ALLOW, 0.8: BLOCK, 0.1: ALLOW}
     by_b = {0.5: BLOCK, 0.2: REVIEW, 0.8: BLOCK, 0.1: ALLOW}
@@ -193,9 +203,11 @@ def test_each_variant_is_judged_by_its_own_thresholds() -> None:
 @pytest.mark.parametrize("with_b", [False, True], ids=["no-b", "b-at-split-0"])
 def test_without_a_split_every_row_is_variant_a(with_b: bool) -> None:
     a, b = FakeModel("v1"), FakeModel("v2")
-    tx_ids, cards, features = batch(100)
+    _, cards, features = batch(100)
 
-    scored = score_batch(FakeServing(a, b if with_b else None, 0), cache(), tx_ids, cards, features)
+    scored = score_batch(
+        FakeServing(a, b if with_b else None, 0), cache(), keys(features), cards, features
+    )
 
     assert not scored.variant.any()
     assert len(a.calls) == 1 and not b.calls
@@ -205,9 +217,9 @@ def test_without_a_split_every_row_is_variant_a(with_b: bool) -> None:
 
 def test_with_a_split_the_b_rows_are_exactly_the_routed_cards() -> None:
     a, b = FakeModel("v1"), FakeModel("v2")
-    tx_ids, cards, features = batch(1_000)
+    _, cards, features = batch(1_000)
 
-    scored = score_batch(FakeServing(a, b, 30), cache(), tx_ids, cards, features)
+    scored = score_batch(FakeServing(a, b, 30), cache(), keys(features), cards, features)
 
     np.testing.assert_array_equal(scored.variant, variant_b_mask(cards, 30).astype(np.int8))
     assert 200 < scored.variant.sum() < 400
@@ -215,9 +227,38 @@ def test_with_a_split_the_b_rows_are_exactly_the_routed_cards() -> None:
 
 def test_an_empty_batch_scores_nothing() -> None:
     a = FakeModel("v1")
-    tx_ids, cards, features = batch(0)
+    _, cards, features = batch(0)
 
-    scored = score_batch(FakeServing(a), cache(), tx_ids, cards, features)
+    scored = score_batch(FakeServing(a), cache(), keys(features), cards, features)
 
     assert scored.probability.shape == (0,) and scored.outcome.shape == (0,)
     assert not a.calls
+
+
+def test_the_cache_is_keyed_by_content_not_by_transaction_id() -> None:
+    a = FakeModel("v1")
+    shared = cache()
+    _, cards, features = batch(4)
+    first = score_batch(FakeServing(a), shared, keys(features), cards, features)
+    changed = features.copy()
+    changed[1, 0] = 0.123  # a retry of transaction 1 with another feature row
+    changed[3, 5] += 1.0  # a feature the fake model ignores: still another row
+
+    scored = score_batch(FakeServing(a), shared, keys(changed), cards, changed)
+
+    assert scored.cache_hit.tolist() == [True, False, True, False]
+    np.testing.assert_array_equal(a.calls[1], changed[[1, 3]])
+    assert scored.probability[1] == np.float32(0.123)
+    assert scored.probability[0] == first.probability[0]
+
+
+def test_two_bundles_with_one_version_name_but_other_bytes_share_no_entries() -> None:
+    old, rebuilt = FakeModel("v1", column=0), FakeModel("v1", column=1, sha256="other-bytes")
+    shared = cache()
+    _, cards, features = batch(10)
+    score_batch(FakeServing(old), shared, keys(features), cards, features)
+
+    scored = score_batch(FakeServing(rebuilt), shared, keys(features), cards, features)
+
+    assert not scored.cache_hit.any() and len(rebuilt.calls) == 1
+    np.testing.assert_array_equal(scored.probability, features[:, 1].astype(np.float64))

@@ -1,6 +1,8 @@
-"""The decision cache: scores keyed by (model version, transaction id), bounded by TTL and size."""
+"""The decision cache: scores keyed by (model sha256, row digest), bounded by TTL and size."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pytest
@@ -23,16 +25,21 @@ def probs(*values: float) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
+def rows(*names: bytes) -> np.ndarray:
+    """Stand-in row digests: one distinct uint64 per name."""
+    return np.array([zlib.crc32(name) for name in names], dtype=np.uint64)
+
+
 def hits(cache: DecisionCache, version: str, *ids: bytes) -> list[bool]:
-    hit, _ = cache.lookup(version, list(ids))
+    hit, _ = cache.lookup(version, rows(*ids))
     return [bool(h) for h in hit]
 
 
-def test_a_stored_probability_comes_back_for_the_same_version_and_id_only() -> None:
+def test_a_stored_probability_comes_back_for_the_same_model_and_row_only() -> None:
     cache = DecisionCache(capacity=10, ttl_s=2.0, clock=FakeClock())
-    cache.store("v1", [b"tx-1", b"tx-2"], probs(0.25, 0.875))
+    cache.store("v1", rows(b"tx-1", b"tx-2"), probs(0.25, 0.875))
 
-    hit, found = cache.lookup("v1", [b"tx-2", b"tx-3", b"tx-1"])
+    hit, found = cache.lookup("v1", rows(b"tx-2", b"tx-3", b"tx-1"))
     assert hit.tolist() == [True, False, True]
     assert found.tolist() == [0.875, 0.0, 0.25]
     assert hits(cache, "v2", b"tx-1", b"tx-2") == [False, False]
@@ -41,7 +48,7 @@ def test_a_stored_probability_comes_back_for_the_same_version_and_id_only() -> N
 def test_an_entry_expires_exactly_ttl_after_it_was_stored() -> None:
     clock = FakeClock(100.0)
     cache = DecisionCache(capacity=10, ttl_s=2.0, clock=clock)
-    cache.store("v1", [b"tx-1"], probs(0.5))
+    cache.store("v1", rows(b"tx-1"), probs(0.5))
 
     clock.now = 101.999
     assert hits(cache, "v1", b"tx-1") == [True]
@@ -53,7 +60,7 @@ def test_an_entry_expires_exactly_ttl_after_it_was_stored() -> None:
 def test_a_hit_does_not_extend_the_ttl() -> None:
     clock = FakeClock(100.0)
     cache = DecisionCache(capacity=10, ttl_s=2.0, clock=clock)
-    cache.store("v1", [b"tx-1"], probs(0.5))
+    cache.store("v1", rows(b"tx-1"), probs(0.5))
     clock.now = 101.5
     assert hits(cache, "v1", b"tx-1") == [True]
     clock.now = 102.0
@@ -63,9 +70,9 @@ def test_a_hit_does_not_extend_the_ttl() -> None:
 def test_entries_stored_later_outlive_earlier_ones() -> None:
     clock = FakeClock(100.0)
     cache = DecisionCache(capacity=10, ttl_s=2.0, clock=clock)
-    cache.store("v1", [b"early"], probs(0.1))
+    cache.store("v1", rows(b"early"), probs(0.1))
     clock.now = 101.0
-    cache.store("v1", [b"late"], probs(0.2))
+    cache.store("v1", rows(b"late"), probs(0.2))
     clock.now = 102.5
     assert hits(cache, "v1", b"early", b"late") == [False, True]
 
@@ -73,10 +80,10 @@ def test_entries_stored_later_outlive_earlier_ones() -> None:
 def test_storing_again_does_not_replace_a_live_score() -> None:
     clock = FakeClock(100.0)
     cache = DecisionCache(capacity=10, ttl_s=2.0, clock=clock)
-    cache.store("v1", [b"tx-1"], probs(0.25))
+    cache.store("v1", rows(b"tx-1"), probs(0.25))
     clock.now = 101.0
-    cache.store("v1", [b"tx-1"], probs(0.75))
-    _, found = cache.lookup("v1", [b"tx-1"])
+    cache.store("v1", rows(b"tx-1"), probs(0.75))
+    _, found = cache.lookup("v1", rows(b"tx-1"))
     assert found.tolist() == [0.25]
     clock.now = 102.0  # the first store's TTL, not the second's
     assert hits(cache, "v1", b"tx-1") == [False]
@@ -85,12 +92,12 @@ def test_storing_again_does_not_replace_a_live_score() -> None:
 def test_capacity_evicts_the_oldest_entries_first() -> None:
     clock = FakeClock()
     cache = DecisionCache(capacity=3, ttl_s=60.0, clock=clock)
-    cache.store("v1", [b"a", b"b"], probs(0.1, 0.2))
+    cache.store("v1", rows(b"a", b"b"), probs(0.1, 0.2))
     clock.now += 1
-    cache.store("v1", [b"c"], probs(0.3))
+    cache.store("v1", rows(b"c"), probs(0.3))
     assert hits(cache, "v1", b"a") == [True]  # a hit does not make "a" younger
     clock.now += 1
-    cache.store("v1", [b"d", b"e"], probs(0.4, 0.5))
+    cache.store("v1", rows(b"d", b"e"), probs(0.4, 0.5))
 
     assert len(cache) == 3
     assert hits(cache, "v1", b"a", b"b", b"c", b"d", b"e") == [False, False, True, True, True]
@@ -99,7 +106,7 @@ def test_capacity_evicts_the_oldest_entries_first() -> None:
 @pytest.mark.parametrize(("capacity", "ttl_s"), [(0, 2.0), (100, 0.0)])
 def test_capacity_zero_or_ttl_zero_disables_the_cache(capacity: int, ttl_s: float) -> None:
     cache = DecisionCache(capacity=capacity, ttl_s=ttl_s, clock=FakeClock())
-    cache.store("v1", [b"tx-1", b"tx-2"], probs(0.5, 0.6))
+    cache.store("v1", rows(b"tx-1", b"tx-2"), probs(0.5, 0.6))
     assert len(cache) == 0  # nothing is held, not even until the next lookup
     assert hits(cache, "v1", b"tx-1", b"tx-2") == [False, False]
 
@@ -113,5 +120,5 @@ def test_a_negative_or_nan_setting_is_a_config_error(capacity: int, ttl_s: float
 
 
 def test_an_empty_lookup_returns_empty_arrays() -> None:
-    hit, found = DecisionCache(clock=FakeClock()).lookup("v1", [])
+    hit, found = DecisionCache(clock=FakeClock()).lookup("v1", rows())
     assert hit.shape == (0,) and found.shape == (0,)

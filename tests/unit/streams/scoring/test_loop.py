@@ -10,6 +10,7 @@ scorer, which then drains, commits and returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -38,7 +39,8 @@ from streams.scoring.loop import Scorer, ScorerConfig
 TOPICS = TopicNames(
     transactions="tx", decisions="dec", drift="drift", control="ctl", control_events="ev", dlq="dlq"
 )
-EVENT_TIME_MS = 1_700_000_000_000
+# A minute ago: inside the scorer's event-time window (older ones are refused as absurd).
+EVENT_TIME_MS = int(time.time() * 1000) - 60_000
 
 
 # --- fakes -------------------------------------------------------------------------------------
@@ -196,6 +198,10 @@ class FakeModel:
     @property
     def manifest(self) -> Any:
         return SimpleNamespace(drift_baseline=self.baseline)
+
+    @property
+    def sha256(self) -> str:
+        return f"sha256-of-{self.version}"  # the cache key's model part
 
     def predict_proba(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         self.calls.append(len(features))
@@ -548,3 +554,48 @@ def test_the_producer_is_configured_for_idempotent_full_acks_and_the_consumer_ne
     assert h.producer.config["acks"] == "all" and h.producer.config["enable.idempotence"] is True
     assert h.consumer.config["enable.auto.commit"] is False
     assert h.consumer.config["group.id"] == "sentinel-scorer"
+
+
+def test_a_tombstone_stays_null_in_the_dlq_and_an_absurd_event_time_is_refused(
+    monkeypatch: pytest.MonkeyPatch, baseline: DriftBaseline
+) -> None:
+    h = Harness(monkeypatch, State(FakeModel("v1", baseline)))
+    stale = encode_transaction(
+        {
+            "transaction_id": "tx-old",
+            "card_id": "card-old",
+            "event_time": 0,
+            "amount": 1.0,
+            "features": [0.1] * N_PCA_FEATURES,
+        }
+    )
+    h.run([message(0, 5, None), message(0, 6, stale), message(0, 7, transaction(1))])
+    dead = h.producer.on(TOPICS.dlq)
+    assert [r.value for r in dead] == [None, stale]
+    assert [dict(r.headers)["sentinel.error.kind"] for r in dead] == [b"empty", b"absurd_value"]
+    (decision,) = h.decisions()
+    assert 0 <= decision["latency_ms"] < 600_000  # from a sane event time, not 1970
+
+
+def test_the_same_features_under_new_transaction_ids_hit_the_cache(
+    monkeypatch: pytest.MonkeyPatch, baseline: DriftBaseline
+) -> None:
+    model = FakeModel("v1", baseline)
+    h = Harness(monkeypatch, State(model))
+    first = [message(0, i, transaction(i)) for i in range(3)]
+    renamed = [
+        message(0, 10 + i, transaction(i).replace(f"tx-{i}".encode(), f"tx-{i + 7}".encode()))
+        for i in range(3)
+    ]
+    h.run(first, renamed)
+    decisions = h.decisions()
+    assert [d["transaction_id"] for d in decisions] == [
+        "tx-0",
+        "tx-1",
+        "tx-2",
+        "tx-7",
+        "tx-8",
+        "tx-9",
+    ]
+    assert [d["cache_hit"] for d in decisions] == [False] * 3 + [True] * 3
+    assert model.calls == [3]
