@@ -17,7 +17,8 @@ def register(commands: Any) -> None:
         "broker",
         help="start, stop or inspect the local Apache Kafka dev broker",
         description=(
-            "Run a real single-node Apache Kafka (KRaft) broker from Maven Central jars on loopback "
+            "Run a real single-node Apache Kafka (KRaft) broker from Maven Central jars on "
+            "loopback "
             "ports chosen once per broker dir and kept across restarts (so running clients "
             "reconnect by themselves). If KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: "
             "that cluster is used."
@@ -51,7 +52,8 @@ def register(commands: Any) -> None:
 
 
 def _broker(args: argparse.Namespace) -> LocalBroker:
-    return LocalBroker(Path(args.broker_dir), Path(args.cache_dir), port=getattr(args, "port", None))
+    port = getattr(args, "port", None)  # only `start` pins a port
+    return LocalBroker(Path(args.broker_dir), Path(args.cache_dir), port=port)
 
 
 def _start(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ def test_a_pinned_port_equal_to_the_controller_port_moves_the_controller(tmp_pat
 
 
 def test_an_invalid_port_or_ports_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(BrokerError, match="1..65535"):
+    with pytest.raises(BrokerError, match=r"1\.\.65535"):
         LocalBroker(tmp_path, port=70000)
     (tmp_path / "ports.json").write_text("not json")
     with pytest.raises(BrokerError, match="unreadable"):
