@@ -13,6 +13,7 @@ decision back to it. Delivery is at least once: offsets are committed by
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,17 +35,24 @@ from confluent_kafka import (
 
 from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, encode_decisions
 from schemas.drift_codec import encode_snapshot
-from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage
+from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage, SentinelError
 from schemas.transaction_codec import decode_transactions
 from streams.config import DLQ_MAX_MESSAGE_BYTES, KafkaSettings, TopicNames
 from streams.drift.monitor import DriftConfig, DriftMonitor
+from streams.health import Progress
 from streams.metrics import ScorerMetrics
 from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
+from streams.scoring.group import BROKER_OWNED_WITH_KIP848, GroupSettings
+from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_commit
 
 log = logging.getLogger(__name__)
+
+
+class _ShutdownDuringProduce(SentinelError):
+    """The local produce queue stayed full after stop(): the batch is abandoned, not committed."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,13 @@ class ScorerConfig:
     dlq_limit: DlqLimit = field(default_factory=DlqLimit)
     drift: DriftConfig | None = field(default_factory=DriftConfig)
     lag_interval_s: float = 5.0
+    group: GroupSettings = field(default_factory=GroupSettings)
+    # SIGTERM: acks + commit + leaving the group, all within this (see scoring/shutdown.py)
+    shutdown_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
+        if not 1 <= self.shutdown_timeout_s <= 600:
+            raise ConfigError(f"shutdown timeout must be 1..600 s, got {self.shutdown_timeout_s}")
         if self.max_batch < 1:
             raise ConfigError(f"max batch must be >= 1, got {self.max_batch}")
         if not 0 <= self.max_wait_s <= 10:
@@ -87,17 +100,27 @@ class Scorer:
     """A consumer-group member scoring ``topics.transactions`` into ``topics.decisions``.
 
     :meth:`run` blocks until :meth:`stop` is called (from a signal handler or another thread),
-    then finishes the batch in hand, waits for every acknowledgement, commits, and returns.
-    It raises :class:`~schemas.errors.DlqLimitExceeded` when too much input is poison and
-    :class:`~schemas.errors.DeliveryError` when the broker refuses a record; in both cases
+    then finishes the batch in hand, waits for acknowledgements, commits and leaves the group,
+    all within ``config.shutdown_timeout_s``, and returns a :class:`ShutdownReport` saying what
+    (if anything) was left uncommitted. It raises :class:`~schemas.errors.DlqLimitExceeded`
+    when too much input is poison and :class:`~schemas.errors.DeliveryError` when the broker
+    refuses a record; in both cases
     nothing unacknowledged was committed.
     """
 
-    def __init__(self, config: ScorerConfig, serving: ServingSource, metrics: ScorerMetrics):
+    def __init__(
+        self,
+        config: ScorerConfig,
+        serving: ServingSource,
+        metrics: ScorerMetrics,
+        progress: Progress | None = None,
+    ):
         self.config = config
         self._serving = serving
         self._metrics = metrics
+        self.progress = progress or Progress()
         self._stopping = threading.Event()
+        self._closing = False
         self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
         self._dlq_guard = DlqGuard(config.dlq_limit)
         self.decision_counts: Counter[tuple[str, str, str]] = Counter()
@@ -108,12 +131,19 @@ class Scorer:
                     "client.id": config.scorer_id,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
-                    "partition.assignment.strategy": "cooperative-sticky",
                     "fetch.max.bytes": 8 * 1024 * 1024,
+                    # broker reachability for the health check (served inside consume())
+                    "statistics.interval.ms": 3_000,
+                    **config.group.client_config(),
                 }
             ),
             "on_commit": self._on_commit,
+            "stats_cb": self._on_stats,
         }
+        if config.group.protocol == "consumer":
+            refused = sorted(BROKER_OWNED_WITH_KIP848 & set(config.kafka.extra))
+            if refused:
+                raise ConfigError(f"with group protocol 'consumer' the broker owns {refused}")
         self._consumer = Consumer(consumer_config)
         self._producer = Producer(
             config.kafka.client_config(
@@ -146,7 +176,7 @@ class Scorer:
         counts = dict(self.decision_counts)
         return {"/".join(key): count for key, count in counts.items()}
 
-    def run(self) -> None:
+    def run(self) -> ShutdownReport:
         cfg = self.config
         self._consumer.subscribe(
             [cfg.topics.transactions],
@@ -154,8 +184,10 @@ class Scorer:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        progress = self.progress
         try:
             while not self._stopping.is_set():
+                progress.loop_turned()
                 began = time.perf_counter()
                 messages = self._consumer.consume(cfg.max_batch, timeout=cfg.max_wait_s)
                 if messages:  # idle polls are waiting, not work: keep them out of the profile
@@ -166,20 +198,39 @@ class Scorer:
                     self._tracker.commit_ready()
                     self._metrics.stage_seconds.labels("commit").inc(time.perf_counter() - began)
                 self._housekeeping()
-            self._tracker.drain()
-            self._publish_drift(final=True)
+        except _ShutdownDuringProduce:
+            log.warning("stopped while the produce queue was full: that batch is not committed")
         except DlqLimitExceeded:
             # The tripping batch was never produced; the good batches before it may commit.
-            self._tracker.drain()
             self._failed = True
+            self._shutdown()
             raise
         except BaseException:
             # Nothing unacknowledged may be committed: close() must not drain (and commit) again.
             self._failed = True
+            self._closing = True
+            close_within(self._consumer, cfg.shutdown_timeout_s / 2)
             raise
-        finally:
-            self._producer.flush(10)
-            self._consumer.close()
+        self._publish_drift(final=True)
+        return self._shutdown()
+
+    def _shutdown(self) -> ShutdownReport:
+        """Acks, commit and leave the group within ``shutdown_timeout_s``; never blocks longer."""
+        began = time.monotonic()
+        try:
+            unacked, deadline = finish_and_commit(
+                self._consumer, self._producer, self._tracker, self.config.shutdown_timeout_s
+            )
+        except BaseException:
+            self._failed = self._closing = True
+            close_within(self._consumer, self.config.shutdown_timeout_s / 4)
+            raise
+        uncommitted = self._tracker.uncommitted()
+        self._closing = True  # on_revoke during close: already committed what could be
+        finished = close_within(self._consumer, deadline - time.monotonic())
+        report = ShutdownReport(uncommitted, unacked, finished, time.monotonic() - began)
+        (log.info if report.clean else log.error)("%s %s", self.config.scorer_id, report.describe())
+        return report
 
     def _process(self, messages: list[Message]) -> None:
         cfg, metrics, clock = self.config, self._metrics, time.perf_counter
@@ -267,6 +318,9 @@ class Scorer:
                 self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                 return
             except BufferError:  # local queue full: serve callbacks (commits follow) and retry
+                if self._stopping.is_set():  # the broker is not taking records: do not wait
+                    raise _ShutdownDuringProduce() from None
+                self.progress.loop_turned()  # waiting on the broker, not stuck
                 self._producer.poll(0.05)
                 self._tracker.commit_ready()
 
@@ -328,6 +382,7 @@ class Scorer:
         }
 
     def _on_batch_acked(self, batch: PendingBatch) -> None:
+        self.progress.decided()
         for key, count in batch.outcome_counts.items():
             self.decision_counts[key] += count
             self._metrics.decisions.labels(*key).inc(count)
@@ -353,6 +408,17 @@ class Scorer:
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self._tracker.on_commit(error, partitions)
 
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka statistics: is any real broker (not the bootstrap entry) connected?"""
+        try:
+            brokers = json.loads(stats_json).get("brokers", {}).values()
+        except (ValueError, AttributeError) as exc:
+            log.warning("unreadable librdkafka statistics: %s", exc)
+            return
+        self.progress.broker_up = any(
+            b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers
+        )
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info(
             "%s assigned partitions %s", self.config.scorer_id, [p.partition for p in partitions]
@@ -369,13 +435,27 @@ class Scorer:
         log.info(
             "%s revoking partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
-        self._tracker.drain()
+        if not self._closing:  # on shutdown the bounded path has already committed
+            self._tracker.drain()
         self._tracker.forget(partitions)
         for tp in partitions:
             self._metrics.consumer_lag.remove(str(tp.partition))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("partitions lost (no commit possible): %s", [p.partition for p in partitions])
+        """The group moved on without us (session expired, fenced): forget, rejoin, resume.
+
+        Committing for these partitions can only fail (or rewind their new owner), so the
+        tracker forgets them; their acked-but-uncommitted records are re-read by the new owner.
+        librdkafka rejoins by itself after this callback.
+        """
+        log.warning(
+            "%s lost partitions %s (member expired or fenced): forgetting them, rejoining",
+            self.config.scorer_id,
+            [p.partition for p in partitions],
+        )
+        self._tracker.forget(partitions)
+        for tp in partitions:
+            self._metrics.consumer_lag.remove(str(tp.partition))
 
     def _housekeeping(self) -> None:
         # Stop loudly rather than score on with a frozen state once the control plane is gone.
@@ -385,13 +465,18 @@ class Scorer:
         if now < self._next_lag_check:
             return
         self._next_lag_check = now + self.config.lag_interval_s
+        self.progress.unacked = self._tracker.in_flight()
         assignment = self._consumer.assignment()
         if not assignment:
+            self.progress.lag = 0
             return
+        total = 0
         for tp in self._consumer.position(assignment):
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(high - tp.offset)
+                total += high - tp.offset
+        self.progress.lag = total
 
     def _observe_drift(self, state: Serving, features: np.ndarray, scored: ScoredBatch) -> None:
         """Feed each variant's rows to the monitor of the model that scored them.
