@@ -51,6 +51,9 @@ from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_co
 log = logging.getLogger(__name__)
 
 
+BROKER_SILENT_US = 10_000_000  # no bytes from any broker for 10 s: unreachable (health check)
+
+
 class _ShutdownDuringProduce(SentinelError):
     """The local produce queue stayed full after stop(): the batch is abandoned, not committed."""
 
@@ -409,14 +412,22 @@ class Scorer:
         self._tracker.on_commit(error, partitions)
 
     def _on_stats(self, stats_json: str) -> None:
-        """librdkafka statistics: is any real broker (not the bootstrap entry) connected?"""
+        """librdkafka statistics: did any real broker (not the bootstrap entry) answer lately?
+
+        ``rxidle`` (µs since the last bytes received) rather than the connection state: a frozen
+        broker keeps its TCP connections "UP" for a minute while answering nothing; a live one
+        answers the consumer's fetches at least every ``fetch.wait.max.ms``.
+        """
         try:
             brokers = json.loads(stats_json).get("brokers", {}).values()
         except (ValueError, AttributeError) as exc:
             log.warning("unreadable librdkafka statistics: %s", exc)
             return
         self.progress.broker_up = any(
-            b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers
+            b.get("state") == "UP"
+            and b.get("nodeid", -1) >= 0
+            and 0 <= b.get("rxidle", -1) < BROKER_SILENT_US
+            for b in brokers
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
