@@ -79,6 +79,10 @@ class ScorerConfig:
     shutdown_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
+        if self.group.protocol == "consumer":
+            refused = sorted(BROKER_OWNED_WITH_KIP848 & set(self.kafka.extra))
+            if refused:
+                raise ConfigError(f"with group protocol 'consumer' the broker owns {refused}")
         if not 1 <= self.shutdown_timeout_s <= 600:
             raise ConfigError(f"shutdown timeout must be 1..600 s, got {self.shutdown_timeout_s}")
         if self.max_batch < 1:
@@ -124,6 +128,8 @@ class Scorer:
         self.progress = progress or Progress()
         self._stopping = threading.Event()
         self._closing = False
+        # offsets acked or in flight on partitions lost since (the shutdown report names them)
+        self._lost_uncommitted: dict[tuple[str, int], int] = {}
         self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
         self._dlq_guard = DlqGuard(config.dlq_limit)
         self.decision_counts: Counter[tuple[str, str, str]] = Counter()
@@ -143,10 +149,6 @@ class Scorer:
             "on_commit": self._on_commit,
             "stats_cb": self._on_stats,
         }
-        if config.group.protocol == "consumer":
-            refused = sorted(BROKER_OWNED_WITH_KIP848 & set(config.kafka.extra))
-            if refused:
-                raise ConfigError(f"with group protocol 'consumer' the broker owns {refused}")
         self._consumer = Consumer(consumer_config)
         self._producer = Producer(
             config.kafka.client_config(
@@ -228,7 +230,7 @@ class Scorer:
             self._failed = self._closing = True
             close_within(self._consumer, self.config.shutdown_timeout_s / 4)
             raise
-        uncommitted = self._tracker.uncommitted()
+        uncommitted = {**self._lost_uncommitted, **self._tracker.uncommitted()}
         self._closing = True  # on_revoke during close: already committed what could be
         finished = close_within(self._consumer, deadline - time.monotonic())
         report = ShutdownReport(uncommitted, unacked, finished, time.monotonic() - began)
@@ -431,6 +433,8 @@ class Scorer:
         )
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:  # owned again: re-read from its committed offset, commits resume
+            self._lost_uncommitted.pop((tp.topic, tp.partition), None)
         log.info(
             "%s assigned partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
@@ -464,6 +468,10 @@ class Scorer:
             self.config.scorer_id,
             [p.partition for p in partitions],
         )
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for key, offset in self._tracker.uncommitted().items():
+            if key in lost:
+                self._lost_uncommitted[key] = offset
         self._tracker.forget(partitions)
         for tp in partitions:
             self._metrics.consumer_lag.remove(str(tp.partition))

@@ -171,9 +171,11 @@ def test_frozen_broker_turns_health_503_and_sigterm_exits_within_its_bound(
         assert "no decision for" in str(body["reason"]) or "blocked" in str(body["reason"])
 
         # 6 s budget + <= 5 s control close; the pre-fix scorer still hung after 240 s.
-        code = scorer.terminate(timeout_s=60)
-        assert code == 3, scorer.output()[-3000:]  # could not commit: says so, non-zero
-        assert "offsets NOT committed" in scorer.output()
+        code = scorer.terminate(timeout_s=60)  # raises if it hangs
+        # 3 when acked or in-flight offsets could not be committed (named per partition), 0 if
+        # the freeze happened to land right after a confirmed commit.
+        assert code in (0, 3), scorer.output()[-3000:]
+        assert ("offsets NOT committed" in scorer.output()) == (code == 3)
 
         own_broker.thaw()
         replacement = launcher.start(scorer_id="replacement")
