@@ -101,8 +101,8 @@ class Chaos:
             load.start()
             scorer.wait_assigned()
             time.sleep(8)
+            down_at = time.time()  # from the stop request: the broker answers nothing from here
             self.broker.stop()
-            down_at = time.time()
             time.sleep(downtime_s)
             self.broker.start()
             back_at = time.time()
