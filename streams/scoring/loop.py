@@ -216,7 +216,10 @@ class Scorer:
             self._closing = True
             close_within(self._consumer, cfg.shutdown_timeout_s / 2)
             raise
-        self._publish_drift(final=True)
+        try:
+            self._publish_drift(final=True)
+        except _ShutdownDuringProduce:
+            log.warning("final drift snapshot not published: the produce queue is full")
         return self._shutdown()
 
     def _shutdown(self) -> ShutdownReport:
