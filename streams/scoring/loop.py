@@ -51,6 +51,8 @@ from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_co
 log = logging.getLogger(__name__)
 
 
+STOP_PRODUCE_SHARE = 0.25
+MIN_SHUTDOWN_S = 2.0
 BROKER_SILENT_US = 10_000_000  # no bytes from any broker for 10 s: unreachable (health check)
 
 
@@ -128,6 +130,7 @@ class Scorer:
         self.progress = progress or Progress()
         self._stopping = threading.Event()
         self._closing = False
+        self._stop_asked_at = 0.0
         # offsets acked or in flight on partitions lost since (the shutdown report names them)
         self._lost_uncommitted: dict[tuple[str, int], int] = {}
         self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
@@ -173,6 +176,8 @@ class Scorer:
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch and shut down cleanly (thread-safe)."""
+        if not self._stopping.is_set():
+            self._stop_asked_at = time.monotonic()
         self._stopping.set()
 
     def stats(self) -> dict[str, int]:
@@ -225,9 +230,12 @@ class Scorer:
     def _shutdown(self) -> ShutdownReport:
         """Acks, commit and leave the group within ``shutdown_timeout_s``; never blocks longer."""
         began = time.monotonic()
+        budget = self.config.shutdown_timeout_s
+        if self._stop_asked_at:  # the budget counts from stop(), the batch in hand included
+            budget = max(MIN_SHUTDOWN_S, budget - (began - self._stop_asked_at))
         try:
             unacked, deadline = finish_and_commit(
-                self._consumer, self._producer, self._tracker, self.config.shutdown_timeout_s
+                self._consumer, self._producer, self._tracker, budget
             )
         except BaseException:
             self._failed = self._closing = True
@@ -326,7 +334,11 @@ class Scorer:
                 self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                 return
             except BufferError:  # local queue full: serve callbacks (commits follow) and retry
-                if self._stopping.is_set():  # the broker is not taking records: do not wait
+                # After stop(), the batch in hand may wait for queue space for a quarter of the
+                # shutdown budget; longer means the broker is not taking records: give up on it.
+                if self._stopping.is_set() and time.monotonic() > (
+                    self._stop_asked_at + self.config.shutdown_timeout_s * STOP_PRODUCE_SHARE
+                ):
                     raise _ShutdownDuringProduce() from None
                 self.progress.loop_turned()  # waiting on the broker, not stuck
                 self._producer.poll(0.05)
