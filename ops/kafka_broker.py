@@ -102,6 +102,17 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
+def _port_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:``port`` (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _cluster_id() -> str:
     """16 random bytes, base64url without padding (as StorageTool random-uuid prints).
 
@@ -160,10 +171,14 @@ class BrokerInfo:
 
 
 class LocalBroker:
-    """One single-node KRaft broker (combined broker + controller) on free loopback ports.
+    """One single-node KRaft broker (combined broker + controller) on loopback ports.
 
-    ``start`` may block for the jar download (first use, ~20 s) and the broker's start (~5-10 s);
-    it raises :class:`BrokerError` if the broker does not answer a metadata request in time.
+    The ports are chosen once per state directory (free ports, or ``port`` when given) and stored
+    in ``ports.json`` there; every later start reuses them, so the bootstrap address survives
+    restarts and running clients reconnect by themselves. ``start`` may block for the jar
+    download (first use, ~20 s) and the broker's start (~5-10 s); it raises
+    :class:`BrokerError` if a stored port is taken by another process or the broker does not
+    answer a metadata request in time.
     """
 
     def __init__(
@@ -171,14 +186,47 @@ class LocalBroker:
         state_dir: Path = DEFAULT_STATE_DIR,
         cache_dir: Path = DEFAULT_CACHE_DIR,
         start_timeout_s: float = 90.0,
+        port: int | None = None,
     ) -> None:
+        if port is not None and not 0 < port < 65536:
+            raise BrokerError(f"broker port must be within 1..65535, got {port}")
         self.state_dir = state_dir.resolve()
         self.cache_dir = cache_dir
         self.start_timeout_s = start_timeout_s
+        self.port = port
 
     @property
     def _info_file(self) -> Path:
         return self.state_dir / "broker.json"
+
+    @property
+    def _ports_file(self) -> Path:
+        return self.state_dir / "ports.json"
+
+    def ports(self) -> tuple[int, int]:
+        """``(client port, controller port)`` of this state directory, chosen and stored once.
+
+        A pinned ``port`` replaces the stored client port (and is stored in its place).
+        """
+        stored: dict[str, int] = {}
+        if self._ports_file.exists():
+            try:
+                stored = {k: int(v) for k, v in json.loads(self._ports_file.read_text()).items()}
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise BrokerError(
+                    f"the broker ports file {self._ports_file} is unreadable ({exc}); delete it"
+                ) from exc
+        port, controller = stored.get("port"), stored.get("controller_port")
+        if self.port is not None:
+            port = self.port
+        if port is None or controller is None or port == controller:
+            fresh = [p for p in free_ports(3) if p != port]
+            port = port if port is not None else fresh.pop(0)
+            controller = fresh[0] if controller is None or controller == port else controller
+        if stored != {"port": port, "controller_port": controller}:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._ports_file.write_text(json.dumps({"port": port, "controller_port": controller}))
+        return port, controller
 
     def status(self) -> BrokerInfo | None:
         """The running broker of this state directory, or None (stale state files are removed)."""
@@ -207,7 +255,13 @@ class LocalBroker:
         if fresh:
             shutil.rmtree(data_dir, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        port, controller_port = free_ports(2)
+        port, controller_port = self.ports()
+        for taken in (port, controller_port):
+            if not _port_free(taken):
+                raise BrokerError(
+                    f"port {taken} of the broker in {self.state_dir} is taken by another process; "
+                    "free it, or pin another with --port"
+                )
         config_file = self._write_config(data_dir, port, controller_port)
         if not (data_dir / "meta.properties").exists():
             self._format(java, jar_dir, config_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,24 @@ def register(commands: Any) -> None:
         "broker",
         help="start, stop or inspect the local Apache Kafka dev broker",
         description=(
-            "Run a real single-node Apache Kafka (KRaft) broker from Maven Central jars, on free "
-            "loopback ports. If KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: that cluster "
-            "is used."
+            "Run a real single-node Apache Kafka (KRaft) broker from Maven Central jars on "
+            "loopback "
+            "ports chosen once per broker dir and kept across restarts (so running clients "
+            "reconnect by themselves). If KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: "
+            "that cluster is used."
         ),
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser("start", help="start the broker (downloads jars on first use)")
     start.add_argument("--fresh", action="store_true", help="wipe the broker's data first")
+    env_flag(
+        start,
+        "--port",
+        "SENTINEL_BROKER_PORT",
+        None,
+        "client port to pin (stored in the broker dir; default: the stored one, else a free one)",
+        type=int,
+    )
     status = actions.add_parser("status", help="print the running broker's address and paths")
     stop = actions.add_parser("stop", help="stop the broker (SIGTERM, then SIGKILL)")
     for sub in (start, status, stop):
@@ -41,7 +52,8 @@ def register(commands: Any) -> None:
 
 
 def _broker(args: argparse.Namespace) -> LocalBroker:
-    return LocalBroker(Path(args.broker_dir), Path(args.cache_dir))
+    port = getattr(args, "port", None)  # only `start` pins a port
+    return LocalBroker(Path(args.broker_dir), Path(args.cache_dir), port=port)
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -52,6 +64,13 @@ def _start(args: argparse.Namespace) -> int:
     broker = _broker(args)
     running = broker.status()
     if running is not None:
+        if args.port is not None and not running.bootstrap.endswith(f":{args.port}"):
+            print(
+                f"sentinel: error: the broker is already running at {running.bootstrap}; "
+                f"stop it first to move it to port {args.port}",
+                file=sys.stderr,
+            )
+            return 1
         print(f"already running: {running.bootstrap} (pid {running.pid})")
         return 0
     require_tools(broker.cache_dir)  # name every missing tool before downloading anything

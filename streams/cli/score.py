@@ -42,7 +42,10 @@ def register(commands: Any) -> None:
         description=(
             "Join the scorer consumer group and turn transactions into decisions, at least once. "
             "Replays the control log first so every instance serves the same models. "
-            "SIGTERM/SIGINT: finish the batch, wait for acks, commit, exit 0."
+            "SIGTERM/SIGINT: finish the batch, wait for acks, commit and leave the group within "
+            "--shutdown-timeout-s, exit 0; exit 3 (naming the partitions and offsets left "
+            "uncommitted, which the next owner re-reads) if it could not commit in time. "
+            "GET /healthz on the metrics port: 503 when there is work but no progress."
         ),
     )
     add_kafka_flags(parser)
@@ -131,12 +134,65 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
     )
     env_flag(
         parser,
+        "--shutdown-timeout-s",
+        "SENTINEL_SHUTDOWN_TIMEOUT_S",
+        20.0,
+        "SIGTERM: at most this long for acks, commit and leaving the group (then exit)",
+        type=positive_float,
+    )
+    env_flag(
+        parser,
+        "--group-protocol",
+        "SENTINEL_GROUP_PROTOCOL",
+        "classic",
+        "consumer group protocol: classic, or consumer (KIP-848; session timeout is the "
+        "broker's group.consumer.session.timeout.ms)",
+        choices=("classic", "consumer"),
+    )
+    env_flag(
+        parser,
+        "--session-timeout-ms",
+        "SENTINEL_SESSION_TIMEOUT_MS",
+        6000,
+        "classic protocol: a member silent this long is expired and its partitions move",
+        type=positive_int,
+    )
+    env_flag(
+        parser,
+        "--static-membership",
+        "SENTINEL_STATIC_MEMBERSHIP",
+        False,
+        "group.instance.id = scorer id: a restart within the session timeout keeps the "
+        "partitions without a rebalance, but a dead instance's partitions wait the full "
+        "session timeout (needs a stable --scorer-id)",
+        type=_boolean,
+    )
+    env_flag(
+        parser,
+        "--health-stall-s",
+        "SENTINEL_HEALTH_STALL_S",
+        30.0,
+        "/healthz turns 503 after this long with lag (or unacked records, or no broker) but "
+        "no decision, or with the scoring loop stuck",
+        type=positive_float,
+    )
+    env_flag(
+        parser,
         "--metrics-port",
         "SENTINEL_METRICS_PORT",
         9464,
-        "Prometheus port (worker k uses port+k; 0 disables)",
+        "Prometheus /metrics and /healthz port (worker k uses port+k; 0 disables)",
         type=int,
     )
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -186,6 +242,7 @@ def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
     from schemas.event_time import EventTimeWindow
     from streams.drift.monitor import DriftConfig
     from streams.scoring.dlq import DlqLimit
+    from streams.scoring.group import GroupSettings
     from streams.scoring.loop import ScorerConfig
 
     drift = DriftConfig(interval_s=args.drift_interval_s) if args.drift_interval_s > 0 else None
@@ -205,22 +262,36 @@ def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
         ),
         dlq_limit=DlqLimit(max_share=args.dlq_max_share, window_messages=args.dlq_window),
         drift=drift,
+        group=GroupSettings(
+            protocol=args.group_protocol,
+            session_timeout_ms=args.session_timeout_ms,
+            heartbeat_interval_ms=max(100, args.session_timeout_ms // 4),
+            instance_id=scorer_id if args.static_membership else None,
+        ),
+        shutdown_timeout_s=args.shutdown_timeout_s,
     )
 
 
 def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
     """Run one scorer in this process until a signal; returns the exit code."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from streams.control.plane import ControlPlane
+    from streams.health import HealthCheck, HealthConfig, Progress, serve_http
     from streams.metrics import ScorerMetrics
     from streams.scoring.loop import Scorer
 
     config = build_config(args, scorer_id)
+    health_config = HealthConfig(stall_s=args.health_stall_s)
     registry = CollectorRegistry()
     metrics = ScorerMetrics(registry)
+    progress = Progress()
+    control_holder: list[ControlPlane] = []
+    health = HealthCheck(
+        health_config, progress, lambda: not control_holder or control_holder[0].alive
+    )
     if metrics_port:
-        start_http_server(metrics_port, registry=registry)
+        serve_http(metrics_port, registry, health)
     keys, sign_with = control_keys()
     holder: list[Scorer] = []
     control = ControlPlane(
@@ -234,8 +305,9 @@ def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
         stats=lambda: holder[0].stats() if holder else {},
     )
     state = control.start()
+    control_holder.append(control)
     log.info("%s serving %s", scorer_id, state.summary())
-    scorer = Scorer(config, control, metrics)
+    scorer = Scorer(config, control, metrics, progress)
     holder.append(scorer)
     signal.signal(signal.SIGTERM, lambda *_: scorer.stop())
     signal.signal(signal.SIGINT, lambda *_: scorer.stop())
@@ -245,8 +317,36 @@ def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
         flush=True,
     )
     try:
-        scorer.run()
+        report = scorer.run()
     finally:
-        control.close()
-    print(f"{scorer_id}: stopped cleanly", flush=True)
-    return 0
+        control_closed = _close_control(control, CONTROL_CLOSE_S)
+    if report.clean:
+        print(f"{scorer_id}: stopped cleanly ({report.describe()})", flush=True)
+        code = 0
+    else:
+        print(f"sentinel: error: [{scorer_id}] {report.describe()}", file=sys.stderr, flush=True)
+        code = EXIT_UNCOMMITTED
+    if not (report.close_finished and control_closed):
+        # A close is still blocked inside librdkafka on a daemon thread; interpreter
+        # shutdown would wait on it (destructors), so leave now: the exit code is the report.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+EXIT_UNCOMMITTED = 3
+CONTROL_CLOSE_S = 5.0
+
+
+def _close_control(control: Any, timeout_s: float) -> bool:
+    """``control.close()`` (publishes ``stopped``, flushes) bounded like the scorer's shutdown."""
+    import threading
+
+    closer = threading.Thread(target=control.close, name="control-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+    if closer.is_alive():
+        log.warning("control plane close did not finish within %.0f s: abandoned", timeout_s)
+        return False
+    return True

@@ -64,6 +64,21 @@ class PendingBatch:
             self.acked_at = time.time()
 
 
+# Commit errors that say this member is no longer (or not yet again) in the group: retrying at
+# once cannot succeed and, in a tight loop, made librdkafka restart its rejoin over and over
+# (issue 12: 3,614 UNKNOWN_MEMBER_ID warnings a minute, 8 member ids from one process).
+FENCED_COMMIT_ERRORS = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError.STALE_MEMBER_EPOCH,
+        KafkaError.FENCED_MEMBER_EPOCH,
+    }
+)
+FENCED_RETRY_S = 1.0
+
+
 class CommitTracker:
     """Commits consumer offsets strictly behind the broker's acknowledgements.
 
@@ -71,7 +86,9 @@ class CommitTracker:
     consumer's ``on_commit`` callback, wired to :meth:`on_commit`). A commit that fails, as an
     asynchronous commit racing a rebalance does, is retried on the next call instead of being
     lost: otherwise a partition that receives no more messages would keep a stale committed
-    offset (and a growing lag) forever.
+    offset (and a growing lag) forever. A commit refused because the member was fenced or
+    expired is retried no sooner than ``FENCED_RETRY_S`` later, and only for partitions still
+    assigned: the partitions of a lost assignment are forgotten (:meth:`forget`).
     """
 
     def __init__(
@@ -86,10 +103,15 @@ class CommitTracker:
         self._pending: deque[PendingBatch] = deque()
         self._acked: dict[tuple[str, int], int] = {}  # acknowledged, commit not yet confirmed
         self._commit_in_flight = False
+        self._retry_at = 0.0  # after a fenced commit, no retry before this (monotonic)
 
     def __len__(self) -> int:
         """Batches awaiting acknowledgement, plus one if acknowledged offsets await a commit."""
         return len(self._pending) + (1 if self._acked else 0)
+
+    def in_flight(self) -> int:
+        """Records produced and not yet acknowledged (or refused)."""
+        return sum(batch.outstanding for batch in self._pending)
 
     def add(self, batch: PendingBatch) -> None:
         self._pending.append(batch)
@@ -126,15 +148,40 @@ class CommitTracker:
         self.commit_ready(asynchronous=False)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        """Drop offsets of partitions this member no longer owns (after a revoke)."""
-        for tp in partitions:
-            self._acked.pop((tp.topic, tp.partition), None)
+        """Never commit for ``partitions`` again (revoked or lost: this member no longer owns them).
+
+        Their acknowledged offsets are dropped, and so are their offsets in batches still in
+        flight; those batches still complete (and count their decisions) when acked. Nothing is
+        lost: the partitions' next owner resumes from their last committed offset.
+        """
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        for key in keys:
+            self._acked.pop(key, None)
+        for batch in self._pending:
+            for key in keys & batch.next_offsets.keys():
+                del batch.next_offsets[key]
+
+    def uncommitted(self) -> dict[tuple[str, int], int]:
+        """Per partition, the offset a full commit would have stored (acked or still in flight).
+
+        What a shutdown leaves behind: the next owner of each partition re-reads from its last
+        committed offset up to (excluding) this one.
+        """
+        offsets = dict(self._acked)
+        for batch in self._pending:
+            for key, offset in batch.next_offsets.items():
+                offsets[key] = max(offset, offsets.get(key, -1))
+        return offsets
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The consumer's ``on_commit`` callback: forget what the coordinator confirmed."""
         self._commit_in_flight = False
         if error is not None:
-            log.warning("offset commit failed (will retry): %s", error)
+            if error.code() in FENCED_COMMIT_ERRORS:
+                self._retry_at = time.monotonic() + FENCED_RETRY_S
+                log.warning("offset commit refused, member fenced (retry after rejoin): %s", error)
+            else:
+                log.warning("offset commit failed (will retry): %s", error)
             return
         self._confirm(partitions)
 
@@ -146,6 +193,8 @@ class CommitTracker:
 
     def _commit(self, asynchronous: bool) -> None:
         if not self._acked or (asynchronous and self._commit_in_flight):
+            return
+        if asynchronous and time.monotonic() < self._retry_at:
             return
         partitions = [TopicPartition(t, p, off) for (t, p), off in self._acked.items()]
         if asynchronous:

@@ -13,6 +13,7 @@ decision back to it. Delivery is at least once: offsets are committed by
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,19 +35,31 @@ from confluent_kafka import (
 
 from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, encode_decisions
 from schemas.drift_codec import encode_snapshot
-from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage
+from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage, SentinelError
 from schemas.event_time import EventTimeWindow
 from schemas.transaction_codec import decode_transactions
 from streams.config import DLQ_MAX_MESSAGE_BYTES, KafkaSettings, TopicNames
 from streams.drift.monitor import DriftConfig, DriftMonitor
+from streams.health import Progress
 from streams.metrics import ScorerMetrics
 from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
 from streams.scoring.digest import feature_digests
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
+from streams.scoring.group import BROKER_OWNED_WITH_KIP848, GroupSettings
+from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_commit
 
 log = logging.getLogger(__name__)
+
+
+STOP_PRODUCE_SHARE = 0.25
+MIN_SHUTDOWN_S = 2.0
+BROKER_SILENT_US = 10_000_000  # no bytes from any broker for 10 s: unreachable (health check)
+
+
+class _ShutdownDuringProduce(SentinelError):
+    """The local produce queue stayed full after stop(): the batch is abandoned, not committed."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +79,17 @@ class ScorerConfig:
     dlq_limit: DlqLimit = field(default_factory=DlqLimit)
     drift: DriftConfig | None = field(default_factory=DriftConfig)
     lag_interval_s: float = 5.0
+    group: GroupSettings = field(default_factory=GroupSettings)
+    # SIGTERM: acks + commit + leaving the group, all within this (see scoring/shutdown.py)
+    shutdown_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
+        if self.group.protocol == "consumer":
+            refused = sorted(BROKER_OWNED_WITH_KIP848 & set(self.kafka.extra))
+            if refused:
+                raise ConfigError(f"with group protocol 'consumer' the broker owns {refused}")
+        if not 1 <= self.shutdown_timeout_s <= 600:
+            raise ConfigError(f"shutdown timeout must be 1..600 s, got {self.shutdown_timeout_s}")
         if self.max_batch < 1:
             raise ConfigError(f"max batch must be >= 1, got {self.max_batch}")
         if not 0 <= self.max_wait_s <= 10:
@@ -90,17 +112,30 @@ class Scorer:
     """A consumer-group member scoring ``topics.transactions`` into ``topics.decisions``.
 
     :meth:`run` blocks until :meth:`stop` is called (from a signal handler or another thread),
-    then finishes the batch in hand, waits for every acknowledgement, commits, and returns.
-    It raises :class:`~schemas.errors.DlqLimitExceeded` when too much input is poison and
-    :class:`~schemas.errors.DeliveryError` when the broker refuses a record; in both cases
+    then finishes the batch in hand, waits for acknowledgements, commits and leaves the group,
+    all within ``config.shutdown_timeout_s``, and returns a :class:`ShutdownReport` saying what
+    (if anything) was left uncommitted. It raises :class:`~schemas.errors.DlqLimitExceeded`
+    when too much input is poison and :class:`~schemas.errors.DeliveryError` when the broker
+    refuses a record; in both cases
     nothing unacknowledged was committed.
     """
 
-    def __init__(self, config: ScorerConfig, serving: ServingSource, metrics: ScorerMetrics):
+    def __init__(
+        self,
+        config: ScorerConfig,
+        serving: ServingSource,
+        metrics: ScorerMetrics,
+        progress: Progress | None = None,
+    ):
         self.config = config
         self._serving = serving
         self._metrics = metrics
+        self.progress = progress or Progress()
         self._stopping = threading.Event()
+        self._closing = False
+        self._stop_asked_at = 0.0
+        # offsets acked or in flight on partitions lost since (the shutdown report names them)
+        self._lost_uncommitted: dict[tuple[str, int], int] = {}
         self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
         self._dlq_guard = DlqGuard(config.dlq_limit)
         self.decision_counts: Counter[tuple[str, str, str]] = Counter()
@@ -111,11 +146,14 @@ class Scorer:
                     "client.id": config.scorer_id,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
-                    "partition.assignment.strategy": "cooperative-sticky",
                     "fetch.max.bytes": 8 * 1024 * 1024,
+                    # broker reachability for the health check (served inside consume())
+                    "statistics.interval.ms": 3_000,
+                    **config.group.client_config(),
                 }
             ),
             "on_commit": self._on_commit,
+            "stats_cb": self._on_stats,
         }
         self._consumer = Consumer(consumer_config)
         self._producer = Producer(
@@ -141,6 +179,8 @@ class Scorer:
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch and shut down cleanly (thread-safe)."""
+        if not self._stopping.is_set():
+            self._stop_asked_at = time.monotonic()
         self._stopping.set()
 
     def stats(self) -> dict[str, int]:
@@ -149,7 +189,7 @@ class Scorer:
         counts = dict(self.decision_counts)
         return {"/".join(key): count for key, count in counts.items()}
 
-    def run(self) -> None:
+    def run(self) -> ShutdownReport:
         cfg = self.config
         self._consumer.subscribe(
             [cfg.topics.transactions],
@@ -157,8 +197,10 @@ class Scorer:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        progress = self.progress
         try:
             while not self._stopping.is_set():
+                progress.loop_turned()
                 began = time.perf_counter()
                 messages = self._consumer.consume(cfg.max_batch, timeout=cfg.max_wait_s)
                 if messages:  # idle polls are waiting, not work: keep them out of the profile
@@ -169,20 +211,45 @@ class Scorer:
                     self._tracker.commit_ready()
                     self._metrics.stage_seconds.labels("commit").inc(time.perf_counter() - began)
                 self._housekeeping()
-            self._tracker.drain()
-            self._publish_drift(final=True)
+        except _ShutdownDuringProduce:
+            log.warning("stopped while the produce queue was full: that batch is not committed")
         except DlqLimitExceeded:
             # The tripping batch was never produced; the good batches before it may commit.
-            self._tracker.drain()
             self._failed = True
+            self._shutdown()
             raise
         except BaseException:
             # Nothing unacknowledged may be committed: close() must not drain (and commit) again.
             self._failed = True
+            self._closing = True
+            close_within(self._consumer, cfg.shutdown_timeout_s / 2)
             raise
-        finally:
-            self._producer.flush(10)
-            self._consumer.close()
+        try:
+            self._publish_drift(final=True)
+        except _ShutdownDuringProduce:
+            log.warning("final drift snapshot not published: the produce queue is full")
+        return self._shutdown()
+
+    def _shutdown(self) -> ShutdownReport:
+        """Acks, commit and leave the group within ``shutdown_timeout_s``; never blocks longer."""
+        began = time.monotonic()
+        budget = self.config.shutdown_timeout_s
+        if self._stop_asked_at:  # the budget counts from stop(), the batch in hand included
+            budget = max(MIN_SHUTDOWN_S, budget - (began - self._stop_asked_at))
+        try:
+            unacked, deadline = finish_and_commit(
+                self._consumer, self._producer, self._tracker, budget
+            )
+        except BaseException:
+            self._failed = self._closing = True
+            close_within(self._consumer, self.config.shutdown_timeout_s / 4)
+            raise
+        uncommitted = {**self._lost_uncommitted, **self._tracker.uncommitted()}
+        self._closing = True  # on_revoke during close: already committed what could be
+        finished = close_within(self._consumer, deadline - time.monotonic())
+        report = ShutdownReport(uncommitted, unacked, finished, time.monotonic() - began)
+        (log.info if report.clean else log.error)("%s %s", self.config.scorer_id, report.describe())
+        return report
 
     def _process(self, messages: list[Message]) -> None:
         cfg, metrics, clock = self.config, self._metrics, time.perf_counter
@@ -278,6 +345,13 @@ class Scorer:
                 self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                 return
             except BufferError:  # local queue full: serve callbacks (commits follow) and retry
+                # After stop(), the batch in hand may wait for queue space for a quarter of the
+                # shutdown budget; longer means the broker is not taking records: give up on it.
+                if self._stopping.is_set() and time.monotonic() > (
+                    self._stop_asked_at + self.config.shutdown_timeout_s * STOP_PRODUCE_SHARE
+                ):
+                    raise _ShutdownDuringProduce() from None
+                self.progress.loop_turned()  # waiting on the broker, not stuck
                 self._producer.poll(0.05)
                 self._tracker.commit_ready()
 
@@ -340,6 +414,7 @@ class Scorer:
         }
 
     def _on_batch_acked(self, batch: PendingBatch) -> None:
+        self.progress.decided()
         for key, count in batch.outcome_counts.items():
             self.decision_counts[key] += count
             self._metrics.decisions.labels(*key).inc(count)
@@ -365,7 +440,28 @@ class Scorer:
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self._tracker.on_commit(error, partitions)
 
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka statistics: did any real broker (not the bootstrap entry) answer lately?
+
+        ``rxidle`` (µs since the last bytes received) rather than the connection state: a frozen
+        broker keeps its TCP connections "UP" for a minute while answering nothing; a live one
+        answers the consumer's fetches at least every ``fetch.wait.max.ms``.
+        """
+        try:
+            brokers = json.loads(stats_json).get("brokers", {}).values()
+        except (ValueError, AttributeError) as exc:
+            log.warning("unreadable librdkafka statistics: %s", exc)
+            return
+        self.progress.broker_up = any(
+            b.get("state") == "UP"
+            and b.get("nodeid", -1) >= 0
+            and 0 <= b.get("rxidle", -1) < BROKER_SILENT_US
+            for b in brokers
+        )
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:  # owned again: re-read from its committed offset, commits resume
+            self._lost_uncommitted.pop((tp.topic, tp.partition), None)
         log.info(
             "%s assigned partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
@@ -381,13 +477,31 @@ class Scorer:
         log.info(
             "%s revoking partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
-        self._tracker.drain()
+        if not self._closing:  # on shutdown the bounded path has already committed
+            self._tracker.drain()
         self._tracker.forget(partitions)
         for tp in partitions:
             self._metrics.consumer_lag.remove(str(tp.partition))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.warning("partitions lost (no commit possible): %s", [p.partition for p in partitions])
+        """The group moved on without us (session expired, fenced): forget, rejoin, resume.
+
+        Committing for these partitions can only fail (or rewind their new owner), so the
+        tracker forgets them; their acked-but-uncommitted records are re-read by the new owner.
+        librdkafka rejoins by itself after this callback.
+        """
+        log.warning(
+            "%s lost partitions %s (member expired or fenced): forgetting them, rejoining",
+            self.config.scorer_id,
+            [p.partition for p in partitions],
+        )
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for key, offset in self._tracker.uncommitted().items():
+            if key in lost:
+                self._lost_uncommitted[key] = offset
+        self._tracker.forget(partitions)
+        for tp in partitions:
+            self._metrics.consumer_lag.remove(str(tp.partition))
 
     def _housekeeping(self) -> None:
         # Stop loudly rather than score on with a frozen state once the control plane is gone.
@@ -397,13 +511,18 @@ class Scorer:
         if now < self._next_lag_check:
             return
         self._next_lag_check = now + self.config.lag_interval_s
+        self.progress.unacked = self._tracker.in_flight()
         assignment = self._consumer.assignment()
         if not assignment:
+            self.progress.lag = 0
             return
+        total = 0
         for tp in self._consumer.position(assignment):
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
             if tp.offset >= 0 and high >= 0:
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(high - tp.offset)
+                total += high - tp.offset
+        self.progress.lag = total
 
     def _observe_drift(self, state: Serving, features: np.ndarray, scored: ScoredBatch) -> None:
         """Feed each variant's rows to the monitor of the model that scored them.

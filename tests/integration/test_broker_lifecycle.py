@@ -149,6 +149,7 @@ def test_restart_works_offline_from_the_jar_cache_and_keeps_data(tmp_path: Path)
         second = broker.status()
         assert second is not None
         assert _read_first(second.bootstrap, topic) == (b"card-1", b"kept across restarts")
+        assert second.bootstrap == first.bootstrap  # clients of the first start reconnect
     finally:
         broker.stop()
 

@@ -151,6 +151,26 @@ def test_prometheus_scrapes_the_port_the_scorer_serves(compose: dict[str, Any]) 
     assert "./ops/prometheus:/etc/prometheus:ro" in mounts
 
 
+def test_scorer_healthcheck_asks_the_progress_endpoint_on_its_metrics_port(
+    compose: dict[str, Any],
+) -> None:
+    scorer = compose["services"]["scorer"]
+    probe = " ".join(scorer["healthcheck"]["test"])
+    port = environment(scorer)["SENTINEL_METRICS_PORT"]
+    assert f"http://127.0.0.1:{port}/healthz" in probe  # progress, not just a live process
+
+
+def test_docker_waits_longer_than_the_scorer_shutdown_bound(compose: dict[str, Any]) -> None:
+    """Docker must not SIGKILL a scorer that is still inside its bounded shutdown."""
+    from streams.cli.score import CONTROL_CLOSE_S
+
+    scorer = compose["services"]["scorer"]
+    shutdown = re.search(r":-(\d+)", environment(scorer)["SENTINEL_SHUTDOWN_TIMEOUT_S"])
+    grace = re.fullmatch(r"(\d+)s", scorer["stop_grace_period"])
+    assert shutdown and grace
+    assert int(grace.group(1)) > int(shutdown.group(1)) + CONTROL_CLOSE_S
+
+
 def test_image_installs_runtime_dependencies_only() -> None:
     dockerfile = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)

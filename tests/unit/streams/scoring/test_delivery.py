@@ -246,3 +246,27 @@ def test_a_failed_synchronous_commit_keeps_the_offsets_and_revoked_partitions_ar
     h.tracker.drain()
     assert h.committed()[-1] == {("transactions", 1): 9}
     assert len(h.tracker) == 0
+
+
+def test_lost_partitions_are_forgotten_even_in_batches_still_in_flight() -> None:
+    """After a lost assignment the member commits nothing more for those partitions."""
+    h = Harness()
+    records = h.send({("transactions", 0): 5, ("transactions", 1): 9}, 2)
+    h.tracker.forget([TopicPartition("transactions", 1)])  # on_lost, acks still outstanding
+    assert h.tracker.uncommitted() == {("transactions", 0): 5}
+    h.producer.ack(*records)
+    assert h.tracker.commit_ready() == 1
+    assert h.committed() == [{("transactions", 0): 5}]
+    assert len(h.completed) == 1  # the batch's decisions are still counted once acked
+
+
+def test_a_fenced_commit_is_not_retried_in_a_tight_loop() -> None:
+    h = Harness()
+    refusal = KafkaError(KafkaError.UNKNOWN_MEMBER_ID)
+    h.consumer.on_commit = lambda error, partitions: h.tracker.on_commit(refusal, [])
+    h.producer.ack(*h.send({("transactions", 2): 40}, 1))
+    h.tracker.commit_ready()
+    for _ in range(100):  # the scorer's loop spins while the member rejoins
+        h.tracker.commit_ready()
+    assert h.committed() == [{("transactions", 2): 40}]
+    assert h.tracker.uncommitted() == {("transactions", 2): 40}

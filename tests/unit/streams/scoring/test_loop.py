@@ -169,6 +169,13 @@ class FakeConsumer:
     def assignment(self) -> list[TopicPartition]:
         return []
 
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        """The bounded shutdown pauses fetching before it serves callbacks."""
+
+    def poll(self, timeout: float = 0) -> None:
+        """Serves callbacks only (commits confirm at once here); fetching is paused."""
+        return None
+
     def close(self) -> None:
         self.closed = True
 
