@@ -43,6 +43,7 @@ from bench.naive import run_naive
 from ops.kafka_broker import KAFKA_VERSION, provide_bootstrap
 from streams.cli._args import external_bootstrap
 from streams.config import KafkaSettings
+from streams.control.client import model_args
 from streams.tools.replayer import ReplayOptions, load_csv, replay
 from streams.tools.topics import TopicAdmin
 
@@ -180,7 +181,8 @@ def _drain(
 ) -> dict[str, Any]:
     topics = replace(make_topics(bootstrap), transactions=source)
     if ab is not None:
-        _publish(bootstrap, topics.control, "ab_setup", candidate_version=ab[0])
+        setup = model_args("ab_setup", models_dir, ab[0])
+        _publish(bootstrap, topics.control, "ab_setup", **setup)
         _publish(bootstrap, topics.control, "ab_split", percent=ab[1])
     group = f"drain-{uuid.uuid4().hex[:6]}"
     log(f"drain: {workload}, {workers} worker(s)")
@@ -267,7 +269,9 @@ def _control_latency(bootstrap: str, models_dir: Path, candidate: str) -> dict[s
     topics = make_topics(bootstrap)
     samples = []
     with scorer(bootstrap, topics, models_dir, "ctl", workers=2):
-        _publish(bootstrap, topics.control, "ab_setup", candidate_version=candidate)
+        _publish(
+            bootstrap, topics.control, "ab_setup", **model_args("ab_setup", models_dir, candidate)
+        )
         time.sleep(3)
         events = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e-{uuid.uuid4().hex}"})
         events.assign([TopicPartition(topics.control_events, 0, -1)])  # OFFSET_END
