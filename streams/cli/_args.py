@@ -77,6 +77,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def default_issuer(prefix: str = "") -> str:
+    """Who issues a control command when no ``--issuer`` is given: ``[prefix]user@host``."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{prefix}{user}@{socket.gethostname()}"
+
+
 def add_models_dir_flag(parser: argparse.ArgumentParser, help: str = "model bundles") -> None:
     """``--models-dir``: where the versioned bundles and the ``current`` pointer live."""
     env_flag(parser, "--models-dir", "SENTINEL_MODELS_DIR", "models", help)

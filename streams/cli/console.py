@@ -9,7 +9,6 @@ read here from the environment only, never from flags (they would show in ``ps``
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import socket
 from pathlib import Path
@@ -19,6 +18,7 @@ from streams.cli._args import (
     add_kafka_flags,
     add_topic_flags,
     control_keys,
+    default_issuer,
     env_flag,
     kafka_settings,
     positive_float,
@@ -63,18 +63,10 @@ def register(commands: Any) -> None:
         "seconds to wait for every live instance's ack", type=positive_float,
     )  # fmt: skip
     env_flag(
-        parser, "--issuer", "SENTINEL_CONTROL_ISSUER", _default_issuer(),
+        parser, "--issuer", "SENTINEL_CONTROL_ISSUER", default_issuer("console:"),
         "who issues the console's commands (recorded in the control log)",
     )  # fmt: skip
     parser.set_defaults(run=_run)
-
-
-def _default_issuer() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"console:{user}@{socket.gethostname()}"
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -15,9 +15,7 @@ command names the version and its model sha256. After a successful ``promote``,
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import socket
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +26,7 @@ from streams.cli._args import (
     add_models_dir_flag,
     add_topic_flags,
     control_keys,
+    default_issuer,
     env_flag,
     kafka_settings,
     positive_float,
@@ -94,7 +93,7 @@ def register(commands: Any) -> None:
             sub.add_argument("percent", metavar="PERCENT", type=percent_arg, help="0-100")
         _add_common_flags(sub)
         env_flag(
-            sub, "--issuer", "SENTINEL_CONTROL_ISSUER", _default_issuer(),
+            sub, "--issuer", "SENTINEL_CONTROL_ISSUER", default_issuer(),
             "who issues the command (recorded in the control log)",
         )  # fmt: skip
         sub.set_defaults(run=_run, command_name=command)
@@ -117,14 +116,6 @@ def _add_common_flags(sub: argparse.ArgumentParser) -> None:
         sub, "--timeout", "SENTINEL_CONTROL_TIMEOUT", 15.0,
         "seconds to wait for every live instance's ack", type=positive_float,
     )  # fmt: skip
-
-
-def _default_issuer() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _run(args: argparse.Namespace) -> int:
