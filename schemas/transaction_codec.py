@@ -237,7 +237,7 @@ def _decode_general(
         )
     if _is_json(value, content_type):
         return row_from_record(_parse_json(value))
-    return row_from_record(record_codec("transaction").decode(value))
+    return row_from_record(record_codec("transaction").decode_strict(value))
 
 
 def decode_transactions(
