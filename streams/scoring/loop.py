@@ -305,9 +305,11 @@ class Scorer:
         pending = PendingBatch(self._next_offsets(partitions, offsets), batch.event_time_ms)
         pending.outstanding = len(decisions) + len(poisons)
         self._count_outcomes(pending, scored.variant, scored.model_versions, scored.outcome)
-        produce, topic = self._produce, cfg.topics.decisions
-        for value, key in zip(decisions, batch.card_ids, strict=True):
-            produce(topic, value, key, pending.on_delivery, None)
+        self._produce_batch(
+            cfg.topics.decisions,
+            [{"value": v, "key": k} for v, k in zip(decisions, batch.card_ids, strict=True)],
+            pending.on_delivery,
+        )
         if poisons:
             self._dead_letter(messages, poisons, pending)
         self._tracker.add(pending)
@@ -332,6 +334,29 @@ class Scorer:
         stage("produce").inc(t4 - t3)
         stage("drift").inc(t5 - t4)
 
+    def _produce_batch(
+        self,
+        topic: str,
+        messages: list[dict[str, Any]],
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        """Hand a batch's messages to librdkafka in one call; retry those the full queue refused.
+
+        ``produce_batch`` partitions by key like ``produce`` but cannot carry headers (the DLQ
+        uses :meth:`_produce`). Refused messages get an ``_error`` and no delivery callback; with
+        a full queue they are a suffix of the list, so their order is kept.
+        """
+        while self._producer.produce_batch(topic, messages, on_delivery=on_delivery) < len(
+            messages
+        ):
+            refused = [m for m in messages if "_error" in m]
+            for message in refused:
+                error = message.pop("_error")
+                if error.code() != KafkaError._QUEUE_FULL:
+                    raise KafkaException(error)
+            messages = refused
+            self._wait_for_queue_space()
+
     def _produce(
         self,
         topic: str,
@@ -344,16 +369,22 @@ class Scorer:
             try:
                 self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                 return
-            except BufferError:  # local queue full: serve callbacks (commits follow) and retry
-                # After stop(), the batch in hand may wait for queue space for a quarter of the
-                # shutdown budget; longer means the broker is not taking records: give up on it.
-                if self._stopping.is_set() and time.monotonic() > (
-                    self._stop_asked_at + self.config.shutdown_timeout_s * STOP_PRODUCE_SHARE
-                ):
-                    raise _ShutdownDuringProduce() from None
-                self.progress.loop_turned()  # waiting on the broker, not stuck
-                self._producer.poll(0.05)
-                self._tracker.commit_ready()
+            except BufferError:
+                self._wait_for_queue_space()
+
+    def _wait_for_queue_space(self) -> None:
+        """The local queue is full: serve callbacks (commits follow) so the caller can retry.
+
+        After stop(), the batch in hand may wait for queue space for a quarter of the shutdown
+        budget; longer means the broker is not taking records: give up on it.
+        """
+        if self._stopping.is_set() and time.monotonic() > (
+            self._stop_asked_at + self.config.shutdown_timeout_s * STOP_PRODUCE_SHARE
+        ):
+            raise _ShutdownDuringProduce() from None
+        self.progress.loop_turned()  # waiting on the broker, not stuck
+        self._producer.poll(0.05)
+        self._tracker.commit_ready()
 
     def _dead_letter(
         self,

@@ -96,11 +96,25 @@ class Record:
 
 
 class FakeProducer:
+    """Records stay in flight until ack(); with a ``capacity``, the local queue holds that many
+    records until their reports are served (as librdkafka's does) and poll() then acknowledges
+    everything in flight, like a broker catching up."""
+
+    capacity: int | None = None
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.records: list[Record] = []  # everything ever produced, in order
         self.in_flight: list[Record] = []
         self.reported: list[Record] = []
+        self.queue_full_seen = 0
+
+    def _queue_full(self) -> bool:
+        full = self.capacity is not None and (
+            len(self.in_flight) + len(self.reported) >= self.capacity
+        )
+        self.queue_full_seen += full
+        return full
 
     def produce(
         self,
@@ -110,9 +124,23 @@ class FakeProducer:
         on_delivery: Any = None,
         headers: Any = None,
     ) -> None:
+        if self._queue_full():
+            raise BufferError("Local: Queue full")
         record = Record(topic, value, key, headers, on_delivery)
         self.records.append(record)
         self.in_flight.append(record)
+
+    def produce_batch(
+        self, topic: str, messages: list[dict[str, Any]], on_delivery: Any = None
+    ) -> int:
+        queued = 0
+        for m in messages:
+            if self._queue_full():
+                m["_error"] = KafkaError(KafkaError._QUEUE_FULL)
+                continue
+            self.produce(topic, m.get("value"), m.get("key"), on_delivery)
+            queued += 1
+        return queued
 
     def ack(self, records: list[Record] | None = None, error: KafkaError | None = None) -> None:
         for record in list(self.in_flight if records is None else records):
@@ -121,6 +149,8 @@ class FakeProducer:
             self.reported.append(record)
 
     def poll(self, timeout: float = 0) -> int:
+        if self.capacity is not None:
+            self.ack()
         reported, self.reported = self.reported, []
         for record in reported:
             if record.on_delivery is not None:
@@ -606,3 +636,18 @@ def test_the_same_features_under_new_transaction_ids_hit_the_cache(
     ]
     assert [d["cache_hit"] for d in decisions] == [False] * 3 + [True] * 3
     assert model.calls == [3]
+
+
+def test_a_full_local_queue_is_waited_out_and_every_decision_produced_once(
+    monkeypatch: pytest.MonkeyPatch, baseline: DriftBaseline
+) -> None:
+    monkeypatch.setattr(FakeProducer, "capacity", 7)
+    h = Harness(monkeypatch, State(FakeModel("v1", baseline)))
+    poison = message(0, 25, b"not avro")
+    h.run(batch(0, 25), [poison, *batch(26, 30)])
+
+    assert h.producer.queue_full_seen > 0
+    ids = [d["transaction_id"] for d in h.decisions()]
+    assert ids == [f"tx-{i}" for i in range(56) if i != 25]
+    assert [r.value for r in h.producer.on(TOPICS.dlq)] == [b"not avro"]
+    assert h.consumer.committed_offsets()[-1] == {("tx", 0): 56}
