@@ -80,7 +80,7 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
         "--cache-capacity",
         "SENTINEL_CACHE_CAPACITY",
         10_000,
-        "decision cache entries (0 disables the cache)",
+        "how many recent rows the decision cache keeps (0 disables it)",
         type=int,
     )
     env_flag(parser, "--cache-ttl-s", "SENTINEL_CACHE_TTL_S", 2.0, "decision cache TTL", type=float)

@@ -89,18 +89,27 @@ def test_storing_again_does_not_replace_a_live_score() -> None:
     assert hits(cache, "v1", b"tx-1") == [False]
 
 
-def test_capacity_evicts_the_oldest_entries_first() -> None:
-    clock = FakeClock()
-    cache = DecisionCache(capacity=3, ttl_s=60.0, clock=clock)
-    cache.store("v1", rows(b"a", b"b"), probs(0.1, 0.2))
-    clock.now += 1
-    cache.store("v1", rows(b"c"), probs(0.3))
-    assert hits(cache, "v1", b"a") == [True]  # a hit does not make "a" younger
-    clock.now += 1
-    cache.store("v1", rows(b"d", b"e"), probs(0.4, 0.5))
+def test_the_table_keeps_about_the_capacity_most_recent_rows_and_never_grows() -> None:
+    cache = DecisionCache(capacity=1000, ttl_s=3600.0, clock=FakeClock())
+    assert cache.slots == 2048  # 2 x capacity, rounded up to a power of two
+    digests = np.random.default_rng(7).integers(0, 2**63, size=20_000, dtype=np.uint64)
+    for start in range(0, len(digests), 500):
+        cache.store("v1", digests[start : start + 500], np.full(500, 0.5))
 
-    assert len(cache) == 3
-    assert hits(cache, "v1", b"a", b"b", b"c", b"d", b"e") == [False, False, True, True, True]
+    assert len(cache) <= cache.slots
+    recent, _ = cache.lookup("v1", digests[-1000:])
+    oldest, _ = cache.lookup("v1", digests[:1000])
+    assert recent.mean() >= 0.9
+    assert oldest.mean() <= 0.01
+
+
+def test_a_cache_far_from_full_keeps_every_row() -> None:
+    cache = DecisionCache(capacity=10_000, ttl_s=60.0, clock=FakeClock())
+    digests = np.random.default_rng(8).integers(0, 2**63, size=2_000, dtype=np.uint64)
+    for start in range(0, len(digests), 400):
+        cache.store("v1", digests[start : start + 400], np.full(400, 0.5))
+    hit, _ = cache.lookup("v1", digests)
+    assert hit.all() and len(cache) == 2_000
 
 
 @pytest.mark.parametrize(("capacity", "ttl_s"), [(0, 2.0), (100, 0.0)])
@@ -112,7 +121,9 @@ def test_capacity_zero_or_ttl_zero_disables_the_cache(capacity: int, ttl_s: floa
 
 
 @pytest.mark.parametrize(
-    ("capacity", "ttl_s"), [(-1, 2.0), (10, -0.5), (10, float("nan"))], ids=["cap", "ttl", "nan"]
+    ("capacity", "ttl_s"),
+    [(-1, 2.0), (2**31, 2.0), (10, -0.5), (10, float("nan"))],
+    ids=["cap", "huge", "ttl", "nan"],
 )
 def test_a_negative_or_nan_setting_is_a_config_error(capacity: int, ttl_s: float) -> None:
     with pytest.raises(ConfigError, match="cache"):
