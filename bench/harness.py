@@ -97,7 +97,6 @@ def scorer(
 ) -> Iterator[Scorer]:
     """A ``sentinel score`` process (``workers`` processes); stopped with SIGTERM on exit."""
     (port,) = free_ports(1)
-    log_path = Path(f"/tmp/bench-scorer-{uuid.uuid4().hex[:6]}.log")
     cmd = [
         *SENTINEL,
         "score",
@@ -109,17 +108,43 @@ def scorer(
         *topic_flags(topics),
         *extra,
     ]
+    with _service("scorer", cmd, workers) as (proc, log_path):
+        yield Scorer(proc, port, log_path, workers)
+
+
+@contextmanager
+def relay(bootstrap: str, topics: TopicNames, group: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The pass-through relay (``bench/relay.py``) from transactions to decisions."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.relay",
+        f"--bootstrap-servers={bootstrap}",
+        f"--source={topics.transactions}",
+        f"--sink={topics.decisions}",
+        f"--group={group}",
+    ]
+    with _service("relay", cmd, 1) as (proc, _):
+        yield proc
+
+
+@contextmanager
+def _service(
+    name: str, cmd: list[str], members: int
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Run ``cmd`` until every one of its ``members`` owns partitions; SIGTERM on exit."""
+    log_path = Path(f"/tmp/bench-{name}-{uuid.uuid4().hex[:6]}.log")
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "INFO"}  # assignments are logged at INFO
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 90
-    # Ready = every worker owns partitions (a group join takes a few seconds).
-    while len(re.findall(rb"assigned partitions \[\d", log_path.read_bytes())) < workers:
+    # Ready = every member owns partitions (a group join takes a few seconds).
+    while len(re.findall(rb"assigned partitions \[\d", log_path.read_bytes())) < members:
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"scorer did not start: {log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.05)
     try:
-        yield Scorer(proc, port, log_path, workers)
+        yield proc, log_path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
@@ -161,9 +186,11 @@ def wait_for_commit(bootstrap: str, group: str, topic: str, total: int, timeout_
 def read_latencies(
     bootstrap: str, topic: str, start: dict[int, int], expected: int, timeout_s: float
 ) -> np.ndarray:
-    """Consume ``expected`` decisions from ``start`` offsets as they arrive; event time ->
-    consumed, in ms."""
-    from schemas.decision_codec import decode_decision
+    """Consume ``expected`` records from ``start`` offsets as they arrive; event time ->
+    consumed, in ms. The records are decisions, or the relay's raw transactions; they are
+    stamped on arrival and decoded afterwards, so the reader's own decoding adds nothing."""
+    from schemas.avro import record_codec
+    from schemas.transaction_codec import decode_transactions
 
     consumer = Consumer(
         {
@@ -173,15 +200,21 @@ def read_latencies(
         }
     )
     consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
-    latencies: list[float] = []
+    arrived: list[float] = []
+    values: list[bytes] = []
     deadline = time.monotonic() + timeout_s
-    while len(latencies) < expected and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, timeout=0.002):
-            if msg.error() is None:
-                now_ms = time.time() * 1000
-                latencies.append(now_ms - decode_decision(msg.value() or b"")["event_time"])
+    while len(values) < expected and time.monotonic() < deadline:
+        batch = [m.value() or b"" for m in consumer.consume(1000, timeout=0.002) if not m.error()]
+        now_ms = time.time() * 1000
+        arrived.extend([now_ms] * len(batch))
+        values.extend(batch)
     consumer.close()
-    return np.array(latencies)
+    if values and values[0].startswith(record_codec("transaction").header):
+        event_ms = decode_transactions(values)[0].event_time_ms.astype(np.float64)
+    else:
+        decision = record_codec("decision")
+        event_ms = np.array([decision.decode(v)["event_time"] for v in values], dtype=np.float64)
+    return np.array(arrived) - event_ms
 
 
 def cache_hit_rate(scorer: Scorer) -> float:

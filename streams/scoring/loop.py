@@ -97,6 +97,38 @@ class ScorerConfig:
         if not self.scorer_id:
             raise ConfigError("scorer id must not be empty")
 
+    def consumer_settings(self) -> dict[str, Any]:
+        """The consumer's librdkafka settings (the bench's pass-through relay uses them too)."""
+        return self.kafka.client_config(
+            {
+                "group.id": self.group_id,
+                "client.id": self.scorer_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 8 * 1024 * 1024,
+                # broker reachability for the health check (served inside consume())
+                "statistics.interval.ms": 3_000,
+                **self.group.client_config(),
+            }
+        )
+
+    def producer_settings(self) -> dict[str, Any]:
+        """The producer's librdkafka settings: idempotent, acks from all in-sync replicas."""
+        return self.kafka.client_config(
+            {
+                "client.id": self.scorer_id,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "compression.type": "lz4",
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 1_000_000,
+                # A DLQ record carries the original message (up to the transactions topic's
+                # max.message.bytes) plus error headers.
+                "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
+            }
+        )
+
 
 class ServingSource(Protocol):
     """Where the scorer reads the serving state, once per batch (the control plane)."""
@@ -139,39 +171,10 @@ class Scorer:
         self._cache = DecisionCache(config.cache_capacity, config.cache_ttl_s)
         self._dlq_guard = DlqGuard(config.dlq_limit)
         self.decision_counts: Counter[tuple[str, str, str]] = Counter()
-        consumer_config: dict[str, Any] = {
-            **config.kafka.client_config(
-                {
-                    "group.id": config.group_id,
-                    "client.id": config.scorer_id,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "fetch.max.bytes": 8 * 1024 * 1024,
-                    # broker reachability for the health check (served inside consume())
-                    "statistics.interval.ms": 3_000,
-                    **config.group.client_config(),
-                }
-            ),
-            "on_commit": self._on_commit,
-            "stats_cb": self._on_stats,
-        }
-        self._consumer = Consumer(consumer_config)
-        self._producer = Producer(
-            config.kafka.client_config(
-                {
-                    "client.id": config.scorer_id,
-                    "acks": "all",
-                    "enable.idempotence": True,
-                    "linger.ms": 2,
-                    "compression.type": "lz4",
-                    "batch.num.messages": 10_000,
-                    "queue.buffering.max.messages": 1_000_000,
-                    # A DLQ record carries the original message (up to the transactions topic's
-                    # max.message.bytes) plus error headers.
-                    "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
-                }
-            )
+        self._consumer = Consumer(
+            {**config.consumer_settings(), "on_commit": self._on_commit, "stats_cb": self._on_stats}
         )
+        self._producer = Producer(config.producer_settings())
         self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
         self._drift: dict[str, DriftMonitor] = {}  # by variant
         self._next_lag_check = 0.0
