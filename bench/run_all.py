@@ -10,6 +10,8 @@ Scenarios (each on fresh topics/groups, the same broker, the same model):
   naive      the per-message loop of bench/naive.py on the same data: the ratio
   profile    µs per message per stage, from the scorer's own Prometheus counters
   control    a control command's latency from publish to acked by every instance
+  cost       scorer CPU per message by --max-batch (1 .. 2,000) and cache-hit share (bench/scale.py)
+  long       a 10M-transaction drain: throughput, CPU and RSS per million (bench/scale.py)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench import scale
 from bench.harness import (
     SENTINEL,
     cache_hit_rate,
@@ -59,6 +62,12 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1_000_000, help="pre-filled per workload")
     parser.add_argument("--models-dir", default="models")
     parser.add_argument("--naive-messages", type=int, default=20_000)
+    parser.add_argument(
+        "--cost-messages", type=int, default=200_000, help="per cache-hit share (0 skips)"
+    )
+    parser.add_argument(
+        "--long-messages", type=int, default=10_000_000, help="the long drain (0 skips)"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     models_dir = Path(args.models_dir)
@@ -136,6 +145,16 @@ def main() -> int:
         results["naive"] = {"tx_per_s": naive_rate, "ratio": best / naive_rate}
         if candidate:
             results["control"] = _control_latency(bootstrap, models_dir, candidate)
+        results["cost"] = (
+            scale.cost_table(bootstrap, models_dir, features, labels, args.cost_messages)
+            if args.cost_messages
+            else []
+        )
+        results["long"] = (
+            scale.long_drain(bootstrap, models_dir, features, labels, args.long_messages)
+            if args.long_messages >= 1_000_000
+            else []
+        )
     _write(results, Path(args.out))
     print(Path(args.out).read_text())
     return 0
@@ -444,6 +463,8 @@ def _write(results: dict[str, Any], path: Path) -> None:
             + f" | {sum(profile.values()):.2f} |",
             "",
         ]
+    if results["cost"]:
+        lines += scale.markdown(results["cost"], results["long"])
     lines += _goals(results)
     if "control" in results:
         c = results["control"]
