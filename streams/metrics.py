@@ -130,8 +130,10 @@ class ScorerMetrics:
             "sentinel_drift_drifted_features", "Features flagged as drifted in the last window",
             registry=registry,
         )  # fmt: skip
-        for stage in STAGES:
-            self.stage_seconds.labels(stage=stage)
+        # The per-batch series, labelled once: .labels() costs ~1.5 µs a call on the hot path.
+        self.stage = {stage: self.stage_seconds.labels(stage=stage) for stage in STAGES}
+        self.cache_hits = self.cache_lookups.labels("hit")
+        self.cache_misses = self.cache_lookups.labels("miss")
 
 
 class BatchHistogram:

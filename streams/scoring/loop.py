@@ -207,12 +207,12 @@ class Scorer:
                 began = time.perf_counter()
                 messages = self._consumer.consume(cfg.max_batch, timeout=cfg.max_wait_s)
                 if messages:  # idle polls are waiting, not work: keep them out of the profile
-                    self._metrics.stage_seconds.labels("poll").inc(time.perf_counter() - began)
+                    self._metrics.stage["poll"].inc(time.perf_counter() - began)
                     self._process(messages)
                 if len(self._tracker):
                     began = time.perf_counter()
                     self._tracker.commit_ready()
-                    self._metrics.stage_seconds.labels("commit").inc(time.perf_counter() - began)
+                    self._metrics.stage["commit"].inc(time.perf_counter() - began)
                 self._housekeeping()
         except _ShutdownDuringProduce:
             log.warning("stopped while the produce queue was full: that batch is not committed")
@@ -322,20 +322,20 @@ class Scorer:
         metrics.consumed.inc(n_in)
         metrics.batch_size.observe(n_in)
         cache_hits = int(scored.cache_hit.sum())
-        metrics.cache_lookups.labels("hit").inc(cache_hits)
-        metrics.cache_lookups.labels("miss").inc(len(rows) - cache_hits)
+        metrics.cache_hits.inc(cache_hits)
+        metrics.cache_misses.inc(len(rows) - cache_hits)
         for v, seconds in enumerate(scored.inference_seconds):
             if seconds:
                 metrics.inference_seconds.labels(VARIANTS[v]).observe(seconds)
-        stage = metrics.stage_seconds.labels
+        stage = metrics.stage
         inference = sum(scored.inference_seconds)
-        stage("decode").inc(t1 - t0)
-        stage("score").inc(inference)
-        stage("digest").inc(t_digest - t1)
-        stage("cache").inc(t2 - t_digest - inference)
-        stage("encode").inc(t3 - t2)
-        stage("produce").inc(t4 - t3)
-        stage("drift").inc(t5 - t4)
+        stage["decode"].inc(t1 - t0)
+        stage["score"].inc(inference)
+        stage["digest"].inc(t_digest - t1)
+        stage["cache"].inc(t2 - t_digest - inference)
+        stage["encode"].inc(t3 - t2)
+        stage["produce"].inc(t4 - t3)
+        stage["drift"].inc(t5 - t4)
 
     def _produce_batch(
         self,
