@@ -13,6 +13,7 @@ decision back to it. Delivery is at least once: offsets are committed by
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -194,6 +195,12 @@ class Scorer:
 
     def run(self) -> ShutdownReport:
         cfg = self.config
+        # Everything built so far (modules, onnxruntime, models, the replayed control log: ~40k
+        # objects) lives as long as the process. A full collection walks it all (20-100 ms
+        # measured here, a latency spike each time); frozen, collections only see what the
+        # loop allocates.
+        gc.collect()
+        gc.freeze()
         self._consumer.subscribe(
             [cfg.topics.transactions],
             on_assign=self._on_assign,
