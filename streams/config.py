@@ -14,7 +14,14 @@ from schemas.errors import ConfigError
 # librdkafka settings a user may pass through untouched (security, tuning). The scorer owns the
 # delivery-critical ones (group.id, enable.auto.commit, isolation, acks) and refuses overrides.
 OWNED_KAFKA_SETTINGS = frozenset(
-    {"bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"}
+    {
+        "bootstrap.servers",
+        "group.id",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "isolation.level",
+        "transactional.id",
+    }
 )
 ConfigValue = str | int | float | bool
 

@@ -40,7 +40,8 @@ def register(commands: Any) -> None:
         "score",
         help="consume transactions, score them with the served model(s), produce decisions",
         description=(
-            "Join the scorer consumer group and turn transactions into decisions, at least once. "
+            "Join the scorer consumer group and turn transactions into decisions, at least once "
+            "(or exactly once: --processing-guarantee). "
             "Replays the control log first so every instance serves the same models. "
             "SIGTERM/SIGINT: finish the batch, wait for acks, commit and leave the group within "
             "--shutdown-timeout-s, exit 0; exit 3 (naming the partitions and offsets left "
@@ -139,6 +140,17 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
         20.0,
         "SIGTERM: at most this long for acks, commit and leaving the group (then exit)",
         type=positive_float,
+    )
+    env_flag(
+        parser,
+        "--processing-guarantee",
+        "SENTINEL_PROCESSING_GUARANTEE",
+        "at-least-once",
+        "at-least-once: offsets committed after the broker acked the decisions (a crash may "
+        "repeat some); exactly-once: decisions, DLQ records and offsets in one Kafka "
+        "transaction per batch, for read_committed readers (transactional.id = "
+        "GROUP_ID.SCORER_ID: keep --scorer-id stable so a restart fences its zombie)",
+        choices=("at-least-once", "exactly-once"),
     )
     env_flag(
         parser,
@@ -269,6 +281,7 @@ def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
             instance_id=scorer_id if args.static_membership else None,
         ),
         shutdown_timeout_s=args.shutdown_timeout_s,
+        processing_guarantee=args.processing_guarantee,
     )
 
 

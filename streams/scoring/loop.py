@@ -7,8 +7,11 @@ Per micro-batch, top to bottom::
 
 Everything per batch is vectorised (numpy decode, one ONNX call per variant, numpy encode); the
 only per-message Python work is reading the message out of librdkafka and handing the encoded
-decision back to it. Delivery is at least once: offsets are committed by
+decision back to it. Delivery is at least once by default: offsets are committed by
 :class:`streams.scoring.delivery.CommitTracker` strictly behind the broker's acknowledgements.
+With ``processing_guarantee="exactly-once"`` decisions, DLQ records and offsets commit in one
+Kafka transaction instead (:mod:`streams.scoring.transactional`); drift snapshots, telemetry,
+go through a second, plain producer, outside the transactions.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ from streams.scoring.digest import feature_digests
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
 from streams.scoring.group import BROKER_OWNED_WITH_KIP848, GroupSettings
 from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_commit
+from streams.scoring.transactional import (
+    ProcessingGuarantee,
+    Transactions,
+    finish_transaction,
+    transactional_id,
+    transactional_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +93,14 @@ class ScorerConfig:
     group: GroupSettings = field(default_factory=GroupSettings)
     # SIGTERM: acks + commit + leaving the group, all within this (see scoring/shutdown.py)
     shutdown_timeout_s: float = 20.0
+    processing_guarantee: ProcessingGuarantee = "at-least-once"
 
     def __post_init__(self) -> None:
+        if self.processing_guarantee not in ("at-least-once", "exactly-once"):
+            raise ConfigError(
+                "processing guarantee must be at-least-once or exactly-once, "
+                f"got {self.processing_guarantee!r}"
+            )
         if self.group.protocol == "consumer":
             refused = sorted(BROKER_OWNED_WITH_KIP848 & set(self.kafka.extra))
             if refused:
@@ -106,6 +122,8 @@ class ScorerConfig:
                 "client.id": self.scorer_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # librdkafka's default, stated: never score a transaction its producer aborted
+                "isolation.level": "read_committed",
                 "fetch.max.bytes": 8 * 1024 * 1024,
                 # broker reachability for the health check (served inside consume())
                 "statistics.interval.ms": 3_000,
@@ -175,7 +193,16 @@ class Scorer:
         self._consumer = Consumer(
             {**config.consumer_settings(), "on_commit": self._on_commit, "stats_cb": self._on_stats}
         )
-        self._producer = Producer(config.producer_settings())
+        self._transactions: Transactions | None = None
+        if config.processing_guarantee == "exactly-once":
+            txn_id = transactional_id(config.group_id, config.scorer_id)
+            self._producer = Producer(transactional_settings(config.producer_settings(), txn_id))
+            self._telemetry = Producer(config.producer_settings())
+            self._transactions = Transactions(
+                self._producer, self._consumer, self._on_batch_acked, give_up=self._out_of_time
+            )
+        else:
+            self._producer = self._telemetry = Producer(config.producer_settings())
         self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
         self._drift: dict[str, DriftMonitor] = {}  # by variant
         self._next_lag_check = 0.0
@@ -195,6 +222,8 @@ class Scorer:
 
     def run(self) -> ShutdownReport:
         cfg = self.config
+        if self._transactions is not None:  # before joining: fences this id's zombie first
+            self._transactions.start(cfg.shutdown_timeout_s)
         # Everything built so far (modules, onnxruntime, models, the replayed control log: ~40k
         # objects) lives as long as the process. A full collection walks it all (20-100 ms
         # measured here, a latency spike each time); frozen, collections only see what the
@@ -216,7 +245,12 @@ class Scorer:
                 if messages:  # idle polls are waiting, not work: keep them out of the profile
                     self._metrics.stage["poll"].inc(time.perf_counter() - began)
                     self._process(messages)
-                if len(self._tracker):
+                if self._transactions is not None:
+                    if self._transactions.due(caught_up=len(messages) < cfg.max_batch):
+                        began = time.perf_counter()
+                        self._transactions.commit()
+                        self._metrics.stage["commit"].inc(time.perf_counter() - began)
+                elif len(self._tracker):
                     began = time.perf_counter()
                     self._tracker.commit_ready()
                     self._metrics.stage["commit"].inc(time.perf_counter() - began)
@@ -232,6 +266,7 @@ class Scorer:
             # Nothing unacknowledged may be committed: close() must not drain (and commit) again.
             self._failed = True
             self._closing = True
+            self._abandon_transaction()
             close_within(self._consumer, cfg.shutdown_timeout_s / 2)
             raise
         try:
@@ -246,15 +281,22 @@ class Scorer:
         budget = self.config.shutdown_timeout_s
         if self._stop_asked_at:  # the budget counts from stop(), the batch in hand included
             budget = max(MIN_SHUTDOWN_S, budget - (began - self._stop_asked_at))
+        aborted: dict[tuple[str, int], int] = {}
         try:
-            unacked, deadline = finish_and_commit(
-                self._consumer, self._producer, self._tracker, budget
-            )
+            if self._transactions is None:
+                unacked, deadline = finish_and_commit(
+                    self._consumer, self._producer, self._tracker, budget
+                )
+            else:
+                unacked, aborted, deadline = finish_transaction(
+                    self._consumer, self._transactions, self._telemetry, budget
+                )
         except BaseException:
             self._failed = self._closing = True
+            self._abandon_transaction()
             close_within(self._consumer, self.config.shutdown_timeout_s / 4)
             raise
-        uncommitted = {**self._lost_uncommitted, **self._tracker.uncommitted()}
+        uncommitted = {**self._lost_uncommitted, **self._tracker.uncommitted(), **aborted}
         self._closing = True  # on_revoke during close: already committed what could be
         finished = close_within(self._consumer, deadline - time.monotonic())
         report = ShutdownReport(uncommitted, unacked, finished, time.monotonic() - began)
@@ -315,6 +357,8 @@ class Scorer:
         pending = PendingBatch(self._next_offsets(partitions, offsets), batch.event_time_ms)
         pending.outstanding = len(decisions) + len(poisons)
         self._count_outcomes(pending, scored.variant, scored.model_versions, scored.outcome)
+        if self._transactions is not None:
+            self._transactions.begin(self._first_offsets(partitions, offsets))
         self._produce_batch(
             cfg.topics.decisions,
             [{"value": v, "key": k} for v, k in zip(decisions, batch.card_ids, strict=True)],
@@ -322,7 +366,10 @@ class Scorer:
         )
         if poisons:
             self._dead_letter(messages, poisons, pending)
-        self._tracker.add(pending)
+        if self._transactions is not None:
+            self._transactions.add(pending)
+        else:
+            self._tracker.add(pending)
         t4 = clock()
         self._observe_drift(state, batch.features, scored)
         t5 = clock()
@@ -374,15 +421,17 @@ class Scorer:
         key: bytes | None,
         on_delivery: Callable[[KafkaError | None, Message], None],
         headers: list[tuple[str, str | bytes | None]] | None,
+        producer: Producer | None = None,
     ) -> None:
+        producer = producer or self._producer
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
                 return
             except BufferError:
-                self._wait_for_queue_space()
+                self._wait_for_queue_space(producer)
 
-    def _wait_for_queue_space(self) -> None:
+    def _wait_for_queue_space(self, producer: Producer | None = None) -> None:
         """The local queue is full: serve callbacks (commits follow) so the caller can retry.
 
         After stop(), the batch in hand may wait for queue space for a quarter of the shutdown
@@ -393,7 +442,7 @@ class Scorer:
         ):
             raise _ShutdownDuringProduce() from None
         self.progress.loop_turned()  # waiting on the broker, not stuck
-        self._producer.poll(0.05)
+        (producer or self._producer).poll(0.05)
         self._tracker.commit_ready()
 
     def _dead_letter(
@@ -436,6 +485,31 @@ class Scorer:
             (topic, partition): int(offsets[partitions == partition].max()) + 1
             for partition in np.unique(partitions).tolist()
         }
+
+    def _first_offsets(
+        self, partitions: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
+    ) -> dict[tuple[str, int], int]:
+        """Per partition, the batch's first offset (where an aborted transaction rewinds to)."""
+        topic = self.config.topics.transactions
+        return {
+            (topic, partition): int(offsets[partitions == partition].min())
+            for partition in np.unique(partitions).tolist()
+        }
+
+    def _out_of_time(self) -> bool:
+        """After stop(), once the shutdown budget is spent: stop retrying transaction calls."""
+        return self._stopping.is_set() and (
+            time.monotonic() > self._stop_asked_at + self.config.shutdown_timeout_s
+        )
+
+    def _abandon_transaction(self) -> None:
+        """After a failure: abort the open transaction if the producer still can (bounded)."""
+        if self._transactions is None or not len(self._transactions):
+            return
+        try:
+            self._transactions.abort(self.config.shutdown_timeout_s / 4, rewind=False)
+        except SentinelError as exc:  # fenced, or the coordinator unreachable: it times out
+            log.warning("open transaction not aborted (the coordinator aborts it): %s", exc)
 
     def _count_outcomes(
         self,
@@ -518,7 +592,12 @@ class Scorer:
         log.info(
             "%s revoking partitions %s", self.config.scorer_id, [p.partition for p in partitions]
         )
-        if not self._closing:  # on shutdown the bounded path has already committed
+        if self._transactions is not None:
+            # The open transaction holds these partitions' offsets: commit it (or abort and
+            # leave them to the next owner) before they are given up.
+            if not self._closing:
+                self._transactions.commit()
+        elif not self._closing:  # on shutdown the bounded path has already committed
             self._tracker.drain()
         self._tracker.forget(partitions)
         for tp in partitions:
@@ -541,18 +620,24 @@ class Scorer:
             if key in lost:
                 self._lost_uncommitted[key] = offset
         self._tracker.forget(partitions)
+        if self._transactions is not None:
+            self._transactions.forget(partitions)
         for tp in partitions:
             self._metrics.consumer_lag.remove(str(tp.partition))
 
     def _housekeeping(self) -> None:
         # Stop loudly rather than score on with a frozen state once the control plane is gone.
         self._serving.check()
+        if self._telemetry is not self._producer:
+            self._telemetry.poll(0)  # drift delivery reports (exactly-once: a plain producer)
         now = time.monotonic()
         self._publish_drift(final=False)
         if now < self._next_lag_check:
             return
         self._next_lag_check = now + self.config.lag_interval_s
         self.progress.unacked = self._tracker.in_flight()
+        if self._transactions is not None:
+            self.progress.unacked += self._transactions.in_flight()
         assignment = self._consumer.assignment()
         if not assignment:
             self.progress.lag = 0
@@ -616,6 +701,7 @@ class Scorer:
                     self.config.scorer_id.encode(),
                     _log_drift_delivery,
                     None,
+                    self._telemetry,
                 )
 
 

@@ -1,0 +1,123 @@
+"""Exactly-once under the faults of test_faults.py: a read_committed reader of ``decisions`` sees
+exactly one decision per transaction id (0 lost, 0 duplicated) through kill -9 and restart, a
+1 -> 3 -> 1 rebalance and a broker restart.
+
+The at-least-once suite allows duplicates (counted, same probability); here any duplicate fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.features import FEATURE_NAMES
+from streams.config import TopicNames
+from tests.fixtures.faults import Audit, DedicatedBroker, Load, audit, create_topics
+from tests.fixtures.faults import dedicated_broker as broker_of_its_own
+from tests.fixtures.scorer import ScorerLauncher
+
+pytestmark = pytest.mark.integration
+
+RATE = 150.0  # transactions per second, as in test_faults.py
+EOS = "--processing-guarantee=exactly-once"
+
+
+@pytest.fixture(scope="module")
+def features() -> np.ndarray:
+    from training.synth import generate
+
+    frame = generate(rows=2_000, seed=6)
+    return frame[list(FEATURE_NAMES)].to_numpy(np.float64)
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> TopicNames:
+    return create_topics(kafka_bootstrap, "eos")
+
+
+@pytest.fixture
+def launcher(
+    kafka_bootstrap: str, topics: TopicNames, models_dir: Path, tmp_path: Path
+) -> Iterator[ScorerLauncher]:
+    launcher = ScorerLauncher(kafka_bootstrap, topics, models_dir, tmp_path)
+    yield launcher
+    launcher.stop_all()
+
+
+def assert_exactly_once(result: Audit) -> None:
+    print(result.summary())
+    assert result.lost == [], f"{len(result.lost)} transactions never decided: {result.lost[:5]}"
+    assert result.duplicates == 0, f"{result.duplicates} duplicated decisions"
+    assert result.decisions == result.sent
+
+
+def test_kill_9_three_times_with_restarts_under_the_same_id_decides_each_transaction_once(
+    kafka_bootstrap: str, topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
+) -> None:
+    survivor = launcher.start(EOS, scorer_id="survivor")
+    victim = launcher.start(EOS, scorer_id="victim")
+    load = Load(kafka_bootstrap, topics.transactions, RATE, features).start()
+    for _ in range(3):
+        victim.wait_assigned()
+        time.sleep(3)  # mid-load: the victim holds an open transaction most of the time
+        victim.kill()
+        victim = launcher.start(EOS, scorer_id="victim")  # fences its zombie's transaction
+    victim.wait_assigned()
+    time.sleep(5)
+    result = audit(kafka_bootstrap, topics.decisions, load.stop())
+
+    assert_exactly_once(result)
+    assert survivor.proc.poll() is None, survivor.output()[-3000:]
+    assert victim.proc.poll() is None, victim.output()[-3000:]
+
+
+def test_scaling_1_to_3_to_1_under_load_decides_each_transaction_once(
+    kafka_bootstrap: str, topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
+) -> None:
+    first = launcher.start(EOS, scorer_id="first")
+    load = Load(kafka_bootstrap, topics.transactions, RATE, features).start()
+    first.wait_assigned()
+    extra = [launcher.start(EOS, scorer_id=f"extra-{k}") for k in range(2)]
+    for scorer in extra:
+        scorer.wait_assigned()
+    time.sleep(3)
+    codes = [scorer.terminate() for scorer in extra]
+    time.sleep(3)
+    result = audit(kafka_bootstrap, topics.decisions, load.stop())
+
+    assert codes == [0, 0], [s.output()[-2000:] for s in extra]
+    assert all("everything acknowledged was committed" in s.output() for s in extra)
+    assert_exactly_once(result)
+    assert first.proc.poll() is None, first.output()[-3000:]
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[DedicatedBroker]:
+    with broker_of_its_own(tmp_path / "broker") as broker:
+        yield broker
+
+
+def test_broker_restart_decides_each_transaction_once(
+    own_broker: DedicatedBroker, models_dir: Path, tmp_path: Path, features: np.ndarray
+) -> None:
+    topics = create_topics(own_broker.bootstrap, "eos-restart")
+    launcher = ScorerLauncher(own_broker.bootstrap, topics, models_dir, tmp_path)
+    try:
+        scorer = launcher.start(EOS, scorer_id="steady")
+        load = Load(own_broker.bootstrap, topics.transactions, RATE, features).start()
+        scorer.wait_assigned()
+        time.sleep(3)
+        own_broker.stop()
+        time.sleep(8)  # longer than the 6 s session timeout: the member is expired meanwhile
+        own_broker.start()
+        time.sleep(10)
+        result = audit(own_broker.bootstrap, topics.decisions, load.stop())
+
+        assert_exactly_once(result)
+        assert scorer.proc.poll() is None, scorer.output()[-3000:]
+    finally:
+        launcher.stop_all()
