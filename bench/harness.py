@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 # confluent_kafka.admin re-exports these without __all__, which strict mypy reads as private.
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -151,25 +151,32 @@ def _service(
 
 
 def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
-    """(count, seconds between the first and last decision's broker timestamps)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-span"})
+    """(count, seconds between the first and last decision's broker timestamps).
+
+    Reads every record (read_committed): with exactly-once, offsets also number the
+    transaction markers, so ``high - low`` overcounts and the last offset is not a record.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-span",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    first: list[int] = []
-    last: list[int] = []
-    count = 0
-    for p in parts:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if high <= low:
-            continue
-        count += high - low
-        for offset, sink in ((low, first), (high - 1, last)):
-            consumer.assign([TopicPartition(topic, p, offset)])
-            msg = None
-            while msg is None or msg.error():
-                msg = consumer.poll(5)
-            sink.append(msg.timestamp()[1])
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    first, last, count, at_end = float("inf"), 0.0, 0, 0
+    while at_end < len(parts):
+        for msg in consumer.consume(10_000, timeout=5):
+            error = msg.error()
+            if error is not None:
+                at_end += error.code() == KafkaError._PARTITION_EOF
+                continue
+            stamp = msg.timestamp()[1]
+            first, last, count = min(first, stamp), max(last, stamp), count + 1
     consumer.close()
-    return count, (max(last) - min(first)) / 1000.0
+    return count, (last - first) / 1000.0
 
 
 def wait_for_commit(bootstrap: str, group: str, topic: str, total: int, timeout_s: float) -> float:
@@ -197,6 +204,8 @@ def read_latencies(
             "bootstrap.servers": bootstrap,
             "group.id": f"lat-{uuid.uuid4().hex[:6]}",
             "fetch.wait.max.ms": 5,
+            # exactly-once decisions count from their commit (librdkafka's default, stated)
+            "isolation.level": "read_committed",
         }
     )
     consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])

@@ -31,7 +31,8 @@ def features() -> np.ndarray:
     from training.synth import generate
 
     frame = generate(rows=2_000, seed=6)
-    return frame[list(FEATURE_NAMES)].to_numpy(np.float64)
+    features: np.ndarray = frame[list(FEATURE_NAMES)].to_numpy(np.float64)
+    return features
 
 
 @pytest.fixture
