@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.scorer",
     "tests.fixtures.prometheus",
     "tests.fixtures.console",
+    "tests.fixtures.faults",
 ]

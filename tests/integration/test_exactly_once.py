@@ -8,45 +8,19 @@ The at-least-once suite allows duplicates (counted, same probability); here any 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from schemas.features import FEATURE_NAMES
 from streams.config import TopicNames
 from tests.fixtures.faults import Audit, DedicatedBroker, Load, audit, create_topics
-from tests.fixtures.faults import dedicated_broker as broker_of_its_own
 from tests.fixtures.scorer import ScorerLauncher
 
 pytestmark = pytest.mark.integration
 
 RATE = 150.0  # transactions per second, as in test_faults.py
 EOS = "--processing-guarantee=exactly-once"
-
-
-@pytest.fixture(scope="module")
-def features() -> np.ndarray:
-    from training.synth import generate
-
-    frame = generate(rows=2_000, seed=6)
-    features: np.ndarray = frame[list(FEATURE_NAMES)].to_numpy(np.float64)
-    return features
-
-
-@pytest.fixture
-def topics(kafka_bootstrap: str) -> TopicNames:
-    return create_topics(kafka_bootstrap, "eos")
-
-
-@pytest.fixture
-def launcher(
-    kafka_bootstrap: str, topics: TopicNames, models_dir: Path, tmp_path: Path
-) -> Iterator[ScorerLauncher]:
-    launcher = ScorerLauncher(kafka_bootstrap, topics, models_dir, tmp_path)
-    yield launcher
-    launcher.stop_all()
 
 
 def assert_exactly_once(result: Audit) -> None:
@@ -57,11 +31,11 @@ def assert_exactly_once(result: Audit) -> None:
 
 
 def test_kill_9_three_times_with_restarts_under_the_same_id_decides_each_transaction_once(
-    kafka_bootstrap: str, topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
+    kafka_bootstrap: str, fault_topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
 ) -> None:
     survivor = launcher.start(EOS, scorer_id="survivor")
     victim = launcher.start(EOS, scorer_id="victim")
-    load = Load(kafka_bootstrap, topics.transactions, RATE, features).start()
+    load = Load(kafka_bootstrap, fault_topics.transactions, RATE, features).start()
     for _ in range(3):
         victim.wait_assigned()
         time.sleep(3)  # mid-load: the victim holds an open transaction most of the time
@@ -69,7 +43,7 @@ def test_kill_9_three_times_with_restarts_under_the_same_id_decides_each_transac
         victim = launcher.start(EOS, scorer_id="victim")  # fences its zombie's transaction
     victim.wait_assigned()
     time.sleep(5)
-    result = audit(kafka_bootstrap, topics.decisions, load.stop())
+    result = audit(kafka_bootstrap, fault_topics.decisions, load.stop())
 
     assert_exactly_once(result)
     assert survivor.proc.poll() is None, survivor.output()[-3000:]
@@ -77,10 +51,10 @@ def test_kill_9_three_times_with_restarts_under_the_same_id_decides_each_transac
 
 
 def test_scaling_1_to_3_to_1_under_load_decides_each_transaction_once(
-    kafka_bootstrap: str, topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
+    kafka_bootstrap: str, fault_topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
 ) -> None:
     first = launcher.start(EOS, scorer_id="first")
-    load = Load(kafka_bootstrap, topics.transactions, RATE, features).start()
+    load = Load(kafka_bootstrap, fault_topics.transactions, RATE, features).start()
     first.wait_assigned()
     extra = [launcher.start(EOS, scorer_id=f"extra-{k}") for k in range(2)]
     for scorer in extra:
@@ -88,18 +62,12 @@ def test_scaling_1_to_3_to_1_under_load_decides_each_transaction_once(
     time.sleep(3)
     codes = [scorer.terminate() for scorer in extra]
     time.sleep(3)
-    result = audit(kafka_bootstrap, topics.decisions, load.stop())
+    result = audit(kafka_bootstrap, fault_topics.decisions, load.stop())
 
     assert codes == [0, 0], [s.output()[-2000:] for s in extra]
     assert all("everything acknowledged was committed" in s.output() for s in extra)
     assert_exactly_once(result)
     assert first.proc.poll() is None, first.output()[-3000:]
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[DedicatedBroker]:
-    with broker_of_its_own(tmp_path / "broker") as broker:
-        yield broker
 
 
 def test_broker_restart_decides_each_transaction_once(

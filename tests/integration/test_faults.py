@@ -13,13 +13,11 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from schemas.features import FEATURE_NAMES
 from streams.config import TopicNames
 from tests.fixtures.faults import (
     Audit,
@@ -28,7 +26,6 @@ from tests.fixtures.faults import (
     audit,
     create_decisions_topic,
     create_topics,
-    dedicated_broker,
     delete_topic,
 )
 from tests.fixtures.scorer import ScorerLauncher, ScorerProcess
@@ -36,34 +33,6 @@ from tests.fixtures.scorer import ScorerLauncher, ScorerProcess
 pytestmark = pytest.mark.integration
 
 RATE = 150.0  # transactions per second: enough to see a stall, cheap on a 2-core CI machine
-
-
-@pytest.fixture(scope="module")
-def features() -> np.ndarray:
-    from training.synth import generate
-
-    frame = generate(rows=2_000, seed=5)
-    return frame[list(FEATURE_NAMES)].to_numpy(np.float64)
-
-
-@pytest.fixture
-def fault_topics(kafka_bootstrap: str) -> TopicNames:
-    return create_topics(kafka_bootstrap, "faults")
-
-
-@pytest.fixture
-def launcher(
-    kafka_bootstrap: str, fault_topics: TopicNames, models_dir: Path, tmp_path: Path
-) -> Iterator[ScorerLauncher]:
-    launcher = ScorerLauncher(kafka_bootstrap, fault_topics, models_dir, tmp_path)
-    yield launcher
-    launcher.stop_all()
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[DedicatedBroker]:
-    with dedicated_broker(tmp_path / "broker") as broker:
-        yield broker
 
 
 def assert_nothing_lost(result: Audit) -> None:
