@@ -102,7 +102,7 @@ def free_ports(count: int) -> list[int]:
         return ports
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     """True if nothing listens on 127.0.0.1:``port`` (a bind succeeds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -257,7 +257,7 @@ class LocalBroker:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         port, controller_port = self.ports()
         for taken in (port, controller_port):
-            if not _port_free(taken):
+            if not port_free(taken):
                 raise BrokerError(
                     f"port {taken} of the broker in {self.state_dir} is taken by another process; "
                     "free it, or pin another with --port"
@@ -305,12 +305,12 @@ class LocalBroker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(info.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(info.pid) and time.monotonic() < deadline:
+        while process_alive(info.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(info.pid):
+        if process_alive(info.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(info.pid, signal.SIGKILL)
-            while _pid_alive(info.pid):
+            while process_alive(info.pid):
                 time.sleep(0.05)
         self._info_file.unlink(missing_ok=True)
         return True
@@ -377,7 +377,7 @@ def wait_until_ready(
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s")
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -402,7 +402,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _is_our_java(pid: int, config_file: str) -> bool:
     """True if ``pid`` is alive and runs the broker of ``config_file`` (not a reused pid)."""
-    if not _pid_alive(pid):
+    if not process_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

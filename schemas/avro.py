@@ -46,7 +46,9 @@ import numpy as np
 import numpy.typing as npt
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas import confluent
 from schemas.avro_binary import check_varints
+from schemas.confluent import RegisteredSchema, WriterLookup
 from schemas.errors import PoisonMessage, SchemaError
 
 Schema = dict[str, Any]
@@ -197,49 +199,74 @@ class SingleObjectCodec:
         except (ValueError, TypeError, KeyError) as exc:  # fastavro's SchemaParseException is one
             raise SchemaError(f"invalid Avro schema for {self.name}: {exc}") from exc
         self.writers: Mapping[int, WriterSchema] = writers
+        # writer schemas met through a registry (keyed by fingerprint, so by layout, not by id)
+        self._registered: dict[int, WriterSchema] = {}
 
     @classmethod
     def for_record(cls, name: str) -> SingleObjectCodec:
         """Codec whose reader is ``schemas/<name>.avsc`` and writers are it plus its history."""
         return cls(load_schema(name), (schema for _, schema in load_history(name)))
 
-    def encode(self, record: Mapping[str, Any]) -> bytes:
-        """Single-object encode ``record`` with the reader schema; SchemaError if it won't fit."""
+    def encode(self, record: Mapping[str, Any], schema_id: int | None = None) -> bytes:
+        """Encode ``record`` with the reader schema; SchemaError if it won't fit.
+
+        Single-object framing, or the Confluent one when given the registry's ``schema_id`` of
+        the reader schema.
+        """
         body = io.BytesIO()
-        body.write(self.header)
+        body.write(self.header if schema_id is None else confluent.confluent_header(schema_id))
         try:
             fastavro.schemaless_writer(body, self._reader, dict(record), strict=True)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise SchemaError(f"record does not fit {self.name}: {exc}") from exc
         return body.getvalue()
 
-    def decode(self, value: bytes) -> dict[str, Any]:
-        """Decode one single-object message into the reader schema's shape.
+    def decode(self, value: bytes, registry: WriterLookup | None = None) -> dict[str, Any]:
+        """Decode one single-object or Confluent-framed message into the reader schema's shape.
 
-        Raises PoisonMessage ``undecodable`` (not this framing, truncated, corrupt, trailing
-        bytes) or ``unknown_schema`` (a fingerprint none of the known writer schemas has). For
-        readers of Sentinel's own topics; input from outside goes through :meth:`decode_strict`.
+        Raises PoisonMessage ``undecodable`` (neither framing, truncated, corrupt, trailing
+        bytes; Confluent framing without a ``registry``) or ``unknown_schema`` (a fingerprint
+        none of the known writer schemas has, or a schema id the registry does not know);
+        SchemaRegistryUnavailable when the registry could not answer. For readers of
+        Sentinel's own topics; input from outside goes through :meth:`decode_strict`.
         """
-        return self._decode(value)[0]
+        writer, offset = self.writer_of(value, registry)
+        return self._read(value, writer, offset)
 
-    def decode_strict(self, value: bytes) -> dict[str, Any]:
+    def decode_strict(self, value: bytes, registry: WriterLookup | None = None) -> dict[str, Any]:
         """:meth:`decode`, and also refuse a varint longer than its type or overflowing it.
 
         fastavro reads over-long varints and drops the bits beyond 64 (see avro_binary); the
         extra walk costs ~15 µs per message, so only the scorer's fallback for input it does not
         control pays it.
         """
-        record, writer = self._decode(value)
+        writer, offset = self.writer_of(value, registry)
+        record = self._read(value, writer, offset)
         try:
-            check_varints(writer.schema, value, HEADER_SIZE)
+            check_varints(writer.schema, value, offset)
         except (ValueError, IndexError, KeyError, TypeError) as exc:
             raise PoisonMessage("undecodable", f"malformed {self.name} body: {exc}") from exc
         return record
 
-    def _decode(self, value: bytes) -> tuple[dict[str, Any], WriterSchema]:
+    def writer_of(
+        self, value: bytes, registry: WriterLookup | None = None
+    ) -> tuple[WriterSchema, int]:
+        """The writer schema of ``value`` and where its Avro body starts (same errors as decode)."""
+        if value[:1] == confluent.MAGIC_BYTE:
+            if len(value) < confluent.HEADER_SIZE:
+                raise PoisonMessage("undecodable", f"truncated Confluent {self.name} header")
+            schema_id = confluent.schema_id_of(value)
+            if registry is None:
+                raise PoisonMessage(
+                    "undecodable",
+                    f"Confluent wire format (schema id {schema_id}) but no schema registry is "
+                    "configured",
+                )
+            return self.registered(registry.writer_schema(schema_id)), confluent.HEADER_SIZE
         if len(value) < HEADER_SIZE or value[:2] != MAGIC:
             raise PoisonMessage(
-                "undecodable", f"not an Avro single-object {self.name} (no C3 01 header)"
+                "undecodable",
+                f"not an Avro {self.name}: no C3 01 header (single-object), no 00 (Confluent)",
             )
         fp = int.from_bytes(value[2:HEADER_SIZE], "little")
         writer = self.writers.get(fp)
@@ -247,15 +274,36 @@ class SingleObjectCodec:
             raise PoisonMessage(
                 "unknown_schema", f"writer schema fingerprint {fp:016x} is not a known {self.name}"
             )
+        return writer, HEADER_SIZE
+
+    def registered(self, registered: RegisteredSchema) -> WriterSchema:
+        """The parsed writer of a registry schema (a known one, else parsed once and kept)."""
+        writer = self.writers.get(registered.fingerprint) or self._registered.get(
+            registered.fingerprint
+        )
+        if writer is not None:
+            return writer
+        try:
+            parsed = fastavro.parse_schema(strip_logical_types(registered.schema))
+        except Exception as exc:  # fastavro raises many types for a bad schema
+            raise PoisonMessage(
+                "unknown_schema",
+                f"schema id {registered.schema_id} is not a valid Avro schema: {exc}",
+            ) from exc
+        writer = WriterSchema(registered.fingerprint, registered.schema, parsed)
+        self._registered[registered.fingerprint] = writer
+        return writer
+
+    def _read(self, value: bytes, writer: WriterSchema, offset: int) -> dict[str, Any]:
         body = io.BytesIO(value)
-        body.seek(HEADER_SIZE)
-        reader = None if fp == self.fingerprint else self._reader
+        body.seek(offset)
+        reader = None if writer.fingerprint == self.fingerprint else self._reader
         try:
             record = fastavro.schemaless_reader(body, writer.parsed, reader)
         except Exception as exc:
             # Corrupt input makes fastavro raise many types (EOFError, ValueError, IndexError,
-            # UnicodeDecodeError...): each becomes a poison message routed to the DLQ with its
-            # text, never a crash of the scorer.
+            # UnicodeDecodeError, SchemaResolutionError...): each becomes a poison message routed
+            # to the DLQ with its text, never a crash of the scorer.
             problem = "truncated" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}"
             raise PoisonMessage("undecodable", f"corrupt {self.name} body: {problem}") from exc
         trailing = len(value) - body.tell()
@@ -265,7 +313,7 @@ class SingleObjectCodec:
             )
         if not isinstance(record, dict):
             raise PoisonMessage("undecodable", f"{self.name} body is not a record")
-        return record, writer
+        return record
 
 
 def _full_name(schema: Schema) -> str:

@@ -28,6 +28,7 @@ from schemas.avro import (
     record_codec,
     zigzag_varint,
 )
+from schemas.confluent import WriterLookup, confluent_header
 from schemas.errors import SchemaError
 
 I64 = npt.NDArray[np.int64]
@@ -125,8 +126,12 @@ def encode_decisions(
     source_topic: str,
     source_partition: npt.ArrayLike,
     source_offset: npt.ArrayLike,
+    schema_id: int | None = None,
 ) -> list[bytes]:
     """One single-object Avro ``Decision`` per row, byte-equal to fastavro's encoding.
+
+    With ``schema_id`` (the registry's id of ``decision.avsc``) each row is Confluent-framed
+    instead: ``00``, the id, then the same body (~0.1 µs more per row).
 
     Ids are UTF-8 bytes; ``decision`` indexes DECISION_OUTCOMES, ``variant`` indexes VARIANTS and
     ``model_version`` indexes ``model_versions``. Array arguments have one value per row (scalars
@@ -211,14 +216,22 @@ def encode_decisions(
     out.words[starts] = int.from_bytes(header[:8], "little")
     byte_strided_view(out.octets, "<u2")[starts + 8] = int.from_bytes(header[8:], "little")
     raw = out.octets[:total].tobytes()
+    if schema_id is not None:
+        # The body is written behind a 10-byte header whatever the framing (word writes of a
+        # row's last field spill into the next row's header, see the module doc): reframe here.
+        prefix = confluent_header(schema_id)
+        bodies = (starts + HEADER_SIZE).tolist()
+        return [prefix + raw[a:b] for a, b in zip(bodies, ends.tolist(), strict=True)]
     return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
-def decode_decision(value: bytes) -> dict[str, Any]:
+def decode_decision(value: bytes, registry: WriterLookup | None = None) -> dict[str, Any]:
     """Decode one ``Decision`` message (any known writer version) with stock fastavro.
 
+    Single-object or, with a ``registry``, Confluent-framed (``--output-format confluent``).
     Enums come back as their symbols ("ALLOW", "A"), timestamps as integers (event_time in epoch
-    ms, scored_at in epoch µs). Raises PoisonMessage (undecodable, unknown_schema) on bad bytes.
-    Not for the hot path (~10 µs per message).
+    ms, scored_at in epoch µs). Raises PoisonMessage (undecodable, unknown_schema) on bad bytes,
+    SchemaRegistryUnavailable when the registry cannot answer. Not for the hot path (~10 µs per
+    message).
     """
-    return record_codec("decision").decode(value)
+    return record_codec("decision").decode(value, registry)

@@ -4,7 +4,8 @@ A snapshot is one drift window of one scorer instance for one (model version, va
 exact merge of several; counts, means, ``m2`` and bin counts are sufficient statistics, so windows
 merge exactly (``streams.drift.monitor.merge_snapshots``). On the wire it is Avro in single-object
 framing like every other record (``schemas/drift_snapshot.avsc``, older versions in
-``schemas/history/``), decoded with schema resolution from any historical writer.
+``schemas/history/``; Confluent framing with ``--output-format confluent``), decoded with schema
+resolution from any historical writer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from schemas.avro import record_codec
+from schemas.confluent import WriterLookup
 from schemas.errors import PoisonMessage, SchemaError
 
 RECORD: Final[str] = "drift_snapshot"
@@ -74,23 +76,25 @@ class DriftSnapshot:
     drifted_features: tuple[str, ...]
 
 
-def encode_snapshot(snapshot: DriftSnapshot) -> bytes:
-    """Single-object Avro bytes of a snapshot; SchemaError if it does not fit the schema."""
-    return record_codec(RECORD).encode(dataclasses.asdict(snapshot))
+def encode_snapshot(snapshot: DriftSnapshot, schema_id: int | None = None) -> bytes:
+    """Single-object Avro bytes of a snapshot (Confluent-framed with the registry's
+    ``schema_id`` of ``drift_snapshot.avsc``); SchemaError if it does not fit the schema."""
+    return record_codec(RECORD).encode(dataclasses.asdict(snapshot), schema_id)
 
 
 def _tupled(record: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
 
 
-def decode_snapshot(data: bytes) -> DriftSnapshot:
-    """Inverse of :func:`encode_snapshot`, from any writer in the schema history.
+def decode_snapshot(data: bytes, registry: WriterLookup | None = None) -> DriftSnapshot:
+    """Inverse of :func:`encode_snapshot`, from any writer in the schema history (or, with a
+    ``registry``, any writer schema it holds).
 
     Raises SchemaError for bytes that are not a DriftSnapshot (wrong framing, unknown writer,
-    corrupt or trailing bytes).
+    corrupt or trailing bytes), SchemaRegistryUnavailable when the registry cannot answer.
     """
     try:
-        record = record_codec(RECORD).decode(data)
+        record = record_codec(RECORD).decode(data, registry)
         features = tuple(FeatureDrift(**_tupled(f)) for f in record.pop("features"))
         prediction = PredictionDrift(**_tupled(record.pop("prediction")))
         return DriftSnapshot(features=features, prediction=prediction, **_tupled(record))

@@ -54,3 +54,10 @@ class DlqLimitExceeded(SentinelError):
 
 class DeliveryError(SentinelError):
     """The broker did not acknowledge a produced record; the batch's offsets stay uncommitted."""
+
+
+class SchemaRegistryUnavailable(SentinelError):
+    """The schema registry did not answer (refused, timed out, 5xx): not the message's fault.
+
+    The scorer never dead-letters a message for it; it rewinds the batch and retries later.
+    """

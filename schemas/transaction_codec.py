@@ -10,7 +10,9 @@ failing...) are handed to the general path: stock fastavro with schema resolutio
 parser. It gives the exact answer or the poison reason, so both paths agree with fastavro.
 
 The fast path walks the layout of Transaction v1 (``schemas/history/transaction.v1.avsc``) and
-takes only messages whose header carries v1's fingerprint. If a later version becomes current,
+takes only messages whose header carries v1's fingerprint, or (Confluent wire format) whose
+registry schema id names a schema with v1's Parsing Canonical Form: their bodies are the same
+bytes, 10 or 5 bytes into the message. If a later version becomes current,
 v1 messages keep the fast path (resolution into a compatible v2 keeps their values) and newer
 ones take the general path until a fast path for their layout is written.
 """
@@ -41,6 +43,8 @@ from schemas.avro import (
     utf8_strings,
     zigzag_varint,
 )
+from schemas.confluent import HEADER_SIZE as CONFLUENT_HEADER_SIZE
+from schemas.confluent import RegisteredSchema, WriterLookup
 from schemas.errors import PoisonMessage, SchemaError
 from schemas.event_time import EventTimeWindow
 from schemas.features import N_FEATURES, N_PCA_FEATURES, invalid_rows
@@ -54,7 +58,7 @@ FIELDS: Final[tuple[str, ...]] = ("transaction_id", "card_id", "event_time", "am
 # count 28 as one zigzag varint byte, 28 doubles, the 0 that ends the array.
 _COUNT_BYTE: Final[int] = 2 * N_PCA_FEATURES
 _TAIL_SIZE: Final[int] = 8 + 1 + 8 * N_PCA_FEATURES + 1
-_MIN_FAST_SIZE: Final[int] = HEADER_SIZE + 3 + _TAIL_SIZE
+_MIN_FAST_BODY: Final[int] = 3 + _TAIL_SIZE
 _PAD: Final[bytes] = bytes(16)  # 8-byte reads at the last row never leave the buffer
 _MAGIC_WORD: Final[int] = int.from_bytes(MAGIC, "little")
 _JSON_SPACE: Final[bytes] = b" \t\r\n"
@@ -97,15 +101,17 @@ class _Rows:
     matrix: npt.NDArray[np.float64]
 
 
-def _decode_fast(raw: bytes, starts: I64, ends: I64, rows: I64) -> tuple[_Rows, I64]:
-    """Walk the Transaction v1 layout for rows whose header carries v1's fingerprint.
+def _decode_fast(raw: bytes, bodies: I64, ends: I64, rows: I64) -> tuple[_Rows, I64]:
+    """Walk the Transaction v1 layout for rows written with v1 (by header or schema id).
 
-    Returns the rows it decoded exactly and the positions it leaves to the general path.
+    ``bodies`` are where each row's Avro body starts in ``raw`` (after the 10-byte single-object
+    or the 5-byte Confluent header). Returns the rows it decoded exactly and the positions it
+    leaves to the general path.
     """
     words = byte_strided_view(raw, "<u8")
     octets = np.frombuffer(raw, dtype=np.uint8)
     tail = ends - _TAIL_SIZE
-    tx_start, tx_end, ok = read_string_spans(words, starts + HEADER_SIZE, tail)
+    tx_start, tx_end, ok = read_string_spans(words, bodies, tail)
     card_start, card_end, card_ok = read_string_spans(words, tx_end, tail)
     event_time, time_ok = read_varints_of_size(words, card_end, tail - card_end)
     ok &= card_ok & time_ok & (octets[tail + 8] == _COUNT_BYTE) & (octets[ends - 1] == 0)
@@ -226,7 +232,10 @@ def row_from_record(record: Any) -> tuple[bytes, bytes, int, list[float]]:
 
 
 def _decode_general(
-    value: bytes, content_type: str | bytes | None, max_message_bytes: int
+    value: bytes,
+    content_type: str | bytes | None,
+    max_message_bytes: int,
+    registry: WriterLookup | None,
 ) -> tuple[bytes, bytes, int, list[float]]:
     """One row through the general path; raises PoisonMessage with the kind and reason."""
     if not value:
@@ -237,7 +246,43 @@ def _decode_general(
         )
     if _is_json(value, content_type):
         return row_from_record(_parse_json(value))
-    return row_from_record(record_codec("transaction").decode_strict(value))
+    return row_from_record(record_codec("transaction").decode_strict(value, registry))
+
+
+class _ResolvedIds:
+    """The batch's schema ids, each looked up once: its schema, or why it is poison."""
+
+    def __init__(self, found: dict[int, RegisteredSchema | PoisonMessage]) -> None:
+        self._found = found
+
+    def writer_schema(self, schema_id: int) -> RegisteredSchema:
+        found = self._found[schema_id]
+        if isinstance(found, PoisonMessage):
+            raise found
+        return found
+
+
+def _resolve_ids(
+    raw: bytes, starts: I64, confluent_rows: npt.NDArray[np.bool_], registry: WriterLookup
+) -> tuple[_ResolvedIds, npt.NDArray[np.bool_]]:
+    """Look up each distinct schema id of the Confluent-framed rows once.
+
+    Returns the lookups and the rows whose writer is the layout the vectorised path walks.
+    Raises SchemaRegistryUnavailable (from ``registry``) before anything else is decided.
+    """
+    ids = byte_strided_view(raw, ">u4")[starts + 1]
+    found: dict[int, RegisteredSchema | PoisonMessage] = {}
+    native_ids = []
+    for schema_id in np.unique(ids[confluent_rows]).tolist():
+        try:
+            registered = found[schema_id] = registry.writer_schema(schema_id)
+        except PoisonMessage as poison:
+            found[schema_id] = poison
+            continue
+        if registered.fingerprint == fast_layout_fingerprint():
+            native_ids.append(schema_id)
+    native = confluent_rows & np.isin(ids, native_ids)
+    return _ResolvedIds(found), native
 
 
 def decode_transactions(
@@ -246,13 +291,21 @@ def decode_transactions(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     event_time_window: EventTimeWindow | None = None,
     now_ms: int | None = None,
+    registry: WriterLookup | None = None,
 ) -> tuple[TransactionBatch, list[tuple[int, PoisonMessage]]]:
     """Decode and validate a micro-batch of ``transactions`` message values.
 
-    ``values`` are Avro single-object ``Transaction`` messages (any known writer version) or JSON
+    ``values`` are Avro single-object ``Transaction`` messages (any known writer version), JSON
     objects (a value whose first non-space byte is ``{``, or whose ``content_types`` entry names
-    JSON; one naming Avro forces Avro). Returns the good rows and ``(position, PoisonMessage)``
-    for every other row, in input order, kinds: empty, oversize, undecodable, unknown_schema,
+    JSON; one naming Avro forces Avro) and, with a ``registry``, Confluent-framed Avro (first
+    byte 00, then the schema id): each distinct id is looked up once per batch (the registry
+    client caches); a writer with Transaction v1's layout takes the vectorised path like
+    single-object v1 rows, any other one is resolved into the current schema by fastavro. Raises
+    SchemaRegistryUnavailable, before deciding anything, when the registry cannot answer for an
+    id of the batch (no row is poison for that).
+
+    Returns the good rows and ``(position, PoisonMessage)`` for every other row, in input order,
+    kinds: empty, oversize, undecodable, unknown_schema,
     invalid_json, missing_field, wrong_type, feature_count, not_finite, absurd_value. An empty
     transaction_id or card_id is ``missing_field``. With ``event_time_window``, event times
     outside it around ``now_ms`` (default: the wall clock) are ``absurd_value``. Never raises
@@ -265,21 +318,33 @@ def decode_transactions(
     starts = ends - lengths
     raw = b"".join([*plain, _PAD])
     words = byte_strided_view(raw, "<u8")
-    fast = (lengths >= _MIN_FAST_SIZE) & (lengths <= max_message_bytes)
-    fast &= (words[starts] & 0xFFFF) == _MAGIC_WORD
+    bodies = starts + HEADER_SIZE
+    fast = (words[starts] & 0xFFFF) == _MAGIC_WORD
     fast &= words[starts + 2] == fast_layout_fingerprint()
+    resolved: _ResolvedIds | None = None
+    if registry is not None:
+        confluent_rows = np.frombuffer(raw, dtype=np.uint8)[starts] == 0
+        confluent_rows &= lengths >= CONFLUENT_HEADER_SIZE
+        if confluent_rows.any():
+            resolved, native = _resolve_ids(raw, starts, confluent_rows, registry)
+            fast |= native
+            bodies[confluent_rows] = starts[confluent_rows] + CONFLUENT_HEADER_SIZE
+    fast &= (ends - bodies >= _MIN_FAST_BODY) & (lengths <= max_message_bytes)
     if content_types is not None:
         if len(content_types) != n:
             raise ValueError(f"{n} values but {len(content_types)} content types")
         fast &= np.array([not _is_json(b"", kind) for kind in content_types], dtype=bool)
     if fast.all():  # the usual batch: every row has the current header
-        rows, general = _decode_fast(raw, starts, ends, np.arange(n))
+        rows, general = _decode_fast(raw, bodies, ends, np.arange(n))
     else:
-        rows, general = _decode_fast(raw, starts[fast], ends[fast], np.flatnonzero(fast))
+        rows, general = _decode_fast(raw, bodies[fast], ends[fast], np.flatnonzero(fast))
         general = np.sort(np.concatenate([general, np.flatnonzero(~fast)]))
     poisons: list[tuple[int, PoisonMessage]] = []
     if general.size:
-        rows = _merge(rows, _decode_rows(plain, content_types, general, max_message_bytes, poisons))
+        rows = _merge(
+            rows,
+            _decode_rows(plain, content_types, general, max_message_bytes, poisons, resolved),
+        )
     refused = _refused_rows(rows, event_time_window, now_ms)
     if refused:
         poisons.extend((int(rows.index[row]), poison) for row, poison in refused.items())
@@ -326,6 +391,7 @@ def _decode_rows(
     positions: I64,
     max_message_bytes: int,
     poisons: list[tuple[int, PoisonMessage]],
+    registry: WriterLookup | None,
 ) -> _Rows:
     """The general path for ``positions``: good rows returned, poison appended to ``poisons``."""
     good: list[int] = []
@@ -333,7 +399,9 @@ def _decode_rows(
     for position in positions.tolist():
         content_type = None if content_types is None else content_types[position]
         try:
-            decoded.append(_decode_general(values[position], content_type, max_message_bytes))
+            decoded.append(
+                _decode_general(values[position], content_type, max_message_bytes, registry)
+            )
         except PoisonMessage as poison:
             poisons.append((position, poison))
             continue

@@ -104,12 +104,13 @@ class KafkaSettings:
         return f"KafkaSettings(bootstrap_servers={self.bootstrap_servers!r}, extra={shown})"
 
 
-def parse_kafka_settings(pairs: list[str]) -> dict[str, str]:
-    """Parse ``KEY=VALUE`` librdkafka settings; ConfigError names a malformed one."""
+def parse_kafka_settings(pairs: list[str], what: str = "Kafka") -> dict[str, str]:
+    """Parse ``KEY=VALUE`` pass-through settings (librdkafka's, or the registry client's with
+    ``what``); ConfigError names a malformed one."""
     settings: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"Kafka setting {pair!r} is not KEY=VALUE")
+            raise ConfigError(f"{what} setting {pair!r} is not KEY=VALUE")
         settings[key.strip()] = value
     return settings

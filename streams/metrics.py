@@ -56,6 +56,11 @@ class ScorerMetrics:
             "sentinel_dlq_messages", "Messages routed to the dead-letter topic", ["reason"],
             registry=registry,
         )  # fmt: skip
+        self.schema_registry_errors = Counter(
+            "sentinel_schema_registry_errors",
+            "Batches rewound and retried because the schema registry did not answer",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "sentinel_batch_size_messages", "Messages per micro-batch", buckets=BATCH_BUCKETS,
             registry=registry,

@@ -208,3 +208,41 @@ def kafka_settings(args: argparse.Namespace) -> Any:
     env_pairs = [p for p in os.environ.get("SENTINEL_KAFKA_CONFIG", "").split(",") if p.strip()]
     extra = parse_kafka_settings(env_pairs + list(args.kafka_config or []))
     return KafkaSettings(bootstrap_servers=resolve_bootstrap(args), extra=extra)
+
+
+def add_registry_flags(parser: argparse.ArgumentParser) -> None:
+    """``--schema-registry-url`` and pass-through client settings (:func:`registry_settings`)."""
+    env_flag(
+        parser,
+        "--schema-registry-url",
+        "SENTINEL_SCHEMA_REGISTRY_URL",
+        None,
+        "Confluent-API schema registry (e.g. http://host:8081, Apicurio: .../apis/ccompat/v7); "
+        "set: Confluent-framed Avro (00 + schema id) is decoded",
+    )
+    parser.add_argument(
+        "--schema-registry-config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="raw SchemaRegistryClient setting passed through (repeatable), e.g. "
+        "basic.auth.user.info=USER:SECRET, ssl.ca.location=PATH "
+        "[env SENTINEL_SCHEMA_REGISTRY_CONFIG, comma-separated]",
+    )
+
+
+def registry_settings(args: argparse.Namespace) -> Any:
+    """The :class:`RegistrySettings` given by the registry flags, or None without a URL."""
+    from streams.config import parse_kafka_settings
+    from streams.registry import RegistrySettings
+
+    env = os.environ.get("SENTINEL_SCHEMA_REGISTRY_CONFIG", "")
+    pairs = [p for p in env.split(",") if p.strip()] + list(args.schema_registry_config or [])
+    if not args.schema_registry_url:
+        if pairs:
+            from schemas.errors import ConfigError
+
+            raise ConfigError("schema registry settings given without --schema-registry-url")
+        return None
+    return RegistrySettings(
+        args.schema_registry_url, parse_kafka_settings(pairs, "schema registry")
+    )

@@ -1,4 +1,5 @@
-"""``sentinel broker start|stop|status``: the local single-node Apache Kafka dev broker."""
+"""``sentinel broker start|stop|status``: the local single-node Apache Kafka dev broker (and, with
+``--with-registry``, a local schema registry beside it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ops import schema_registry
 from ops.kafka_broker import DEFAULT_CACHE_DIR, LocalBroker, ensure_classpath, require_tools
 from streams.cli._args import add_broker_dir_flag, env_flag, external_bootstrap
 
@@ -35,10 +37,38 @@ def register(commands: Any) -> None:
         "client port to pin (stored in the broker dir; default: the stored one, else a free one)",
         type=int,
     )
+    start.add_argument(
+        "--with-registry",
+        action="store_true",
+        help=f"also start a local schema registry (Apicurio Registry "
+        f"{schema_registry.APICURIO_VERSION}, Confluent API, in-memory) and print its URL",
+    )
+    env_flag(
+        start,
+        "--registry-port",
+        "SENTINEL_REGISTRY_PORT",
+        None,
+        "registry port to pin (stored in the registry dir; default: the stored one, else free)",
+        type=int,
+    )
     status = actions.add_parser("status", help="print the running broker's address and paths")
-    stop = actions.add_parser("stop", help="stop the broker (SIGTERM, then SIGKILL)")
+    stop = actions.add_parser("stop", help="stop the broker and the registry (SIGTERM, then KILL)")
     for sub in (start, status, stop):
         add_broker_dir_flag(sub)
+        env_flag(
+            sub,
+            "--registry-dir",
+            "SENTINEL_REGISTRY_DIR",
+            ".sentinel/registry",
+            "state directory of the local schema registry",
+        )
+        env_flag(
+            sub,
+            "--registry-cache-dir",
+            "SENTINEL_REGISTRY_CACHE",
+            str(schema_registry.DEFAULT_CACHE_DIR),
+            "where the registry application is cached",
+        )
         env_flag(
             sub,
             "--cache-dir",
@@ -56,11 +86,39 @@ def _broker(args: argparse.Namespace) -> LocalBroker:
     return LocalBroker(Path(args.broker_dir), Path(args.cache_dir), port=port)
 
 
+def _registry(args: argparse.Namespace) -> schema_registry.LocalRegistry:
+    return schema_registry.LocalRegistry(
+        Path(args.registry_dir),
+        Path(args.registry_cache_dir),
+        port=getattr(args, "registry_port", None),
+    )
+
+
 def _start(args: argparse.Namespace) -> int:
     external = external_bootstrap()
     if external:
         print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {external}, starting nothing")
-        return 0
+    else:
+        code = _start_broker(args)
+        if code:
+            return code
+    if args.with_registry:
+        began = time.monotonic()
+        registry = _registry(args)
+        _, downloaded = schema_registry.ensure_app(registry.cache_dir)
+        if downloaded:
+            print(f"fetched Apicurio Registry into {registry.cache_dir}")
+        info = registry.start()
+        print(
+            f"schema registry running at {info.url} (pid {info.pid}, "
+            f"ready in {time.monotonic() - began:.1f} s; in-memory: a restart forgets schemas)"
+        )
+        print(f"  log: {info.log_file}")
+        print(f"  export SENTINEL_SCHEMA_REGISTRY_URL={info.url}")
+    return 0
+
+
+def _start_broker(args: argparse.Namespace) -> int:
     broker = _broker(args)
     running = broker.status()
     if running is not None:
@@ -89,6 +147,9 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    registry = _registry(args).status()
+    if registry is not None:
+        print(f"schema registry: {registry.url} (pid {registry.pid})")
     external = external_bootstrap()
     if external:
         print(f"KAFKA_BOOTSTRAP_SERVERS is set: using {external} (no local broker is managed)")
@@ -104,6 +165,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    if _registry(args).stop():
+        print("schema registry stopped")
     if _broker(args).stop():
         print("broker stopped")
     else:

@@ -16,12 +16,14 @@ from schemas.event_time import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_AHEAD_MS
 from streams.cli._args import (
     add_kafka_flags,
     add_models_dir_flag,
+    add_registry_flags,
     add_topic_flags,
     control_keys,
     env_flag,
     kafka_settings,
     positive_float,
     positive_int,
+    registry_settings,
     topic_names,
 )
 
@@ -51,6 +53,7 @@ def register(commands: Any) -> None:
     )
     add_kafka_flags(parser)
     add_topic_flags(parser)
+    add_registry_flags(parser)
     add_score_flags(parser)
     parser.set_defaults(run=_run)
 
@@ -190,6 +193,16 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
     )
     env_flag(
         parser,
+        "--output-format",
+        "SENTINEL_OUTPUT_FORMAT",
+        "single-object",
+        "framing of decisions and drift snapshots: single-object (Avro's, self-describing), or "
+        "confluent (00 + schema id; the schemas are registered at start under <topic>-value "
+        "with BACKWARD compatibility; needs --schema-registry-url)",
+        choices=("single-object", "confluent"),
+    )
+    env_flag(
+        parser,
         "--metrics-port",
         "SENTINEL_METRICS_PORT",
         9464,
@@ -282,6 +295,8 @@ def build_config(args: argparse.Namespace, scorer_id: str) -> Any:
         ),
         shutdown_timeout_s=args.shutdown_timeout_s,
         processing_guarantee=args.processing_guarantee,
+        schema_registry=registry_settings(args),
+        output_format=args.output_format,
     )
 
 
@@ -317,11 +332,13 @@ def serve(args: argparse.Namespace, scorer_id: str, metrics_port: int) -> int:
         sign_with=sign_with,
         stats=lambda: holder[0].stats() if holder else {},
     )
+    # First the scorer: with confluent output it registers its schemas, and a refusal must stop
+    # the start before the control log is replayed.
+    scorer = Scorer(config, control, metrics, progress)
+    holder.append(scorer)
     state = control.start()
     control_holder.append(control)
     log.info("%s serving %s", scorer_id, state.summary())
-    scorer = Scorer(config, control, metrics, progress)
-    holder.append(scorer)
     signal.signal(signal.SIGTERM, lambda *_: scorer.stop())
     signal.signal(signal.SIGINT, lambda *_: scorer.stop())
     print(

@@ -9,7 +9,15 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 
-from streams.cli._args import add_kafka_flags, add_topic_flags, kafka_settings, topic_names
+from schemas.confluent import WriterLookup
+from streams.cli._args import (
+    add_kafka_flags,
+    add_registry_flags,
+    add_topic_flags,
+    kafka_settings,
+    registry_settings,
+    topic_names,
+)
 
 TOPIC_ROLE = {
     "decisions": "decisions",
@@ -23,7 +31,11 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "tail",
         help="print records of decisions, drift, control-events or the DLQ",
-        description="Read a Sentinel topic without joining any consumer group and print it.",
+        description=(
+            "Read a Sentinel topic without joining any consumer group and print it. Decisions "
+            "and drift snapshots may be single-object or (with --schema-registry-url) "
+            "Confluent-framed."
+        ),
     )
     parser.add_argument("what", choices=sorted(TOPIC_ROLE), help="which topic")
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
@@ -33,6 +45,7 @@ def register(commands: Any) -> None:
     )
     add_kafka_flags(parser)
     add_topic_flags(parser)
+    add_registry_flags(parser)
     parser.set_defaults(run=_run)
 
 
@@ -55,6 +68,12 @@ def _run(args: argparse.Namespace) -> int:
     start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in metadata.partitions])
     render = RENDERERS[args.what]
+    settings = registry_settings(args)
+    registry: WriterLookup | None = None
+    if settings is not None:
+        from streams.registry import SchemaRegistry
+
+        registry = SchemaRegistry(settings)
     shown, last_seen = 0, time.monotonic()
     try:
         while args.count is None or shown < args.count:
@@ -64,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
                     break
                 continue
             last_seen = time.monotonic()
-            print(render(msg), flush=True)
+            print(render(msg, registry), flush=True)
             shown += 1
     except KeyboardInterrupt:
         pass
@@ -73,10 +92,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_decision(msg: Message) -> str:
+def render_decision(msg: Message, registry: WriterLookup | None = None) -> str:
     from schemas.decision_codec import decode_decision
 
-    d = decode_decision(msg.value() or b"")
+    d = decode_decision(msg.value() or b"", registry)
     return (
         f"{d['decision']:<6} p={d['fraud_probability']:.4f} card={d['card_id']} "
         f"tx={d['transaction_id']} model={d['model_version']}/{d['variant']} "
@@ -85,7 +104,7 @@ def render_decision(msg: Message) -> str:
     )
 
 
-def render_dlq(msg: Message) -> str:
+def render_dlq(msg: Message, registry: WriterLookup | None = None) -> str:
     headers = {
         k: v.decode(errors="replace") if isinstance(v, bytes) else str(v)
         for k, v in list(msg.headers() or [])
@@ -100,10 +119,10 @@ def render_dlq(msg: Message) -> str:
     )
 
 
-def render_drift(msg: Message) -> str:
+def render_drift(msg: Message, registry: WriterLookup | None = None) -> str:
     from schemas.drift_codec import decode_snapshot
 
-    s = decode_snapshot(msg.value() or b"")
+    s = decode_snapshot(msg.value() or b"", registry)
     drifted = ", ".join(s.drifted_features) or "none"
     return (
         f"{s.scorer_id} model={s.model_version} n={s.count:,} drifted={drifted} "
@@ -111,7 +130,7 @@ def render_drift(msg: Message) -> str:
     )
 
 
-def render_event(msg: Message) -> str:
+def render_event(msg: Message, registry: WriterLookup | None = None) -> str:
     return json.dumps(json.loads(msg.value() or b"{}"), separators=(",", ":"))
 
 

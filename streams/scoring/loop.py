@@ -37,21 +37,36 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from schemas.avro import load_schema
 from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, encode_decisions
 from schemas.drift_codec import encode_snapshot
-from schemas.errors import ConfigError, DlqLimitExceeded, PoisonMessage, SentinelError
+from schemas.errors import (
+    ConfigError,
+    DlqLimitExceeded,
+    PoisonMessage,
+    SchemaRegistryUnavailable,
+    SentinelError,
+)
 from schemas.event_time import EventTimeWindow
 from schemas.transaction_codec import decode_transactions
 from streams.config import DLQ_MAX_MESSAGE_BYTES, KafkaSettings, TopicNames
 from streams.drift.monitor import DriftConfig, DriftMonitor
 from streams.health import Progress
 from streams.metrics import ScorerMetrics
+from streams.registry import (
+    OutputFormat,
+    OutputSchemaIds,
+    RegistrySettings,
+    SchemaRegistry,
+    subject_of,
+)
 from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
 from streams.scoring.digest import feature_digests
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
 from streams.scoring.group import BROKER_OWNED_WITH_KIP848, GroupSettings
+from streams.scoring.registry_wait import RegistryWait
 from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_commit
 from streams.scoring.transactional import (
     ProcessingGuarantee,
@@ -94,6 +109,9 @@ class ScorerConfig:
     # SIGTERM: acks + commit + leaving the group, all within this (see scoring/shutdown.py)
     shutdown_timeout_s: float = 20.0
     processing_guarantee: ProcessingGuarantee = "at-least-once"
+    # Confluent-framed input is decoded only with a registry; ``confluent`` output needs one.
+    schema_registry: RegistrySettings | None = None
+    output_format: OutputFormat = "single-object"
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("at-least-once", "exactly-once"):
@@ -113,6 +131,8 @@ class ScorerConfig:
             raise ConfigError(f"max wait must be within 0..10 s, got {self.max_wait_s}")
         if not self.scorer_id:
             raise ConfigError("scorer id must not be empty")
+        if self.output_format == "confluent" and self.schema_registry is None:
+            raise ConfigError("output format 'confluent' needs a schema registry URL")
 
     def consumer_settings(self) -> dict[str, Any]:
         """The consumer's librdkafka settings (the bench's pass-through relay uses them too)."""
@@ -165,7 +185,11 @@ class Scorer:
     :meth:`run` blocks until :meth:`stop` is called (from a signal handler or another thread),
     then finishes the batch in hand, waits for acknowledgements, commits and leaves the group,
     all within ``config.shutdown_timeout_s``, and returns a :class:`ShutdownReport` saying what
-    (if anything) was left uncommitted. It raises :class:`~schemas.errors.DlqLimitExceeded`
+    (if anything) was left uncommitted. With ``confluent`` output the constructor registers the
+    decision and drift schemas (raising ConfigError when the registry refuses them as
+    incompatible, SchemaRegistryUnavailable when it does not answer). A registry outage while
+    running pauses and retries (``registry_wait``). It raises
+    :class:`~schemas.errors.DlqLimitExceeded`
     when too much input is poison and :class:`~schemas.errors.DeliveryError` when the broker
     refuses a record; in both cases
     nothing unacknowledged was committed.
@@ -181,6 +205,10 @@ class Scorer:
         self.config = config
         self._serving = serving
         self._metrics = metrics
+        self._registry = SchemaRegistry(config.schema_registry) if config.schema_registry else None
+        self._output_ids: OutputSchemaIds | None = None
+        if self._registry is not None and config.output_format == "confluent":
+            self._output_ids = register_outputs(self._registry, config.topics)
         self.progress = progress or Progress()
         self._stopping = threading.Event()
         self._closing = False
@@ -204,6 +232,7 @@ class Scorer:
         else:
             self._producer = self._telemetry = Producer(config.producer_settings())
         self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
+        self._registry_wait = RegistryWait(self._consumer, metrics.schema_registry_errors.inc)
         self._drift: dict[str, DriftMonitor] = {}  # by variant
         self._next_lag_check = 0.0
         self._failed = False
@@ -240,8 +269,10 @@ class Scorer:
         try:
             while not self._stopping.is_set():
                 progress.loop_turned()
+                self._registry_wait.tick()
                 began = time.perf_counter()
-                messages = self._consumer.consume(cfg.max_batch, timeout=cfg.max_wait_s)
+                wait_s = self._registry_wait.poll_timeout(cfg.max_wait_s)
+                messages = self._consumer.consume(cfg.max_batch, timeout=wait_s)
                 if messages:  # idle polls are waiting, not work: keep them out of the profile
                     self._metrics.stage["poll"].inc(time.perf_counter() - began)
                     self._process(messages)
@@ -311,12 +342,19 @@ class Scorer:
         n_in = len(messages)
         t0 = clock()
         values = [m.value() for m in messages]
-        batch, poisons = decode_transactions(
-            values,
-            max_message_bytes=cfg.max_message_bytes,
-            event_time_window=cfg.event_time_window,
-            now_ms=int(time.time() * 1000),
-        )
+        try:
+            batch, poisons = decode_transactions(
+                values,
+                max_message_bytes=cfg.max_message_bytes,
+                event_time_window=cfg.event_time_window,
+                now_ms=int(time.time() * 1000),
+                registry=self._registry,
+            )
+        except SchemaRegistryUnavailable as exc:  # not poison: re-read the batch later
+            self._registry_wait.rewind(messages, exc)
+            return
+        if self._registry is not None:
+            self._registry_wait.succeeded()
         self._dlq_guard.check(n_in, len(poisons))
         t1 = clock()
         # The serving state is read once per batch and handed to every stage that needs it.
@@ -352,6 +390,7 @@ class Scorer:
             source_topic=cfg.topics.transactions,
             source_partition=partitions[rows],
             source_offset=offsets[rows],
+            schema_id=self._output_ids.decision if self._output_ids else None,
         )
         t3 = clock()
         pending = PendingBatch(self._next_offsets(partitions, offsets), batch.event_time_ms)
@@ -697,12 +736,20 @@ class Scorer:
             if snapshot.count:
                 self._produce(
                     self.config.topics.drift,
-                    encode_snapshot(snapshot),
+                    encode_snapshot(snapshot, self._output_ids.drift if self._output_ids else None),
                     self.config.scorer_id.encode(),
                     _log_drift_delivery,
                     None,
                     self._telemetry,
                 )
+
+
+def register_outputs(registry: SchemaRegistry, topics: TopicNames) -> OutputSchemaIds:
+    """Register decision.avsc and drift_snapshot.avsc under their topics' ``-value`` subjects."""
+    return OutputSchemaIds(
+        decision=registry.register(subject_of(topics.decisions), load_schema("decision")),
+        drift=registry.register(subject_of(topics.drift), load_schema("drift_snapshot")),
+    )
 
 
 def _log_drift_delivery(error: KafkaError | None, message: Message) -> None:

@@ -184,6 +184,8 @@ def test_an_incompatible_writer_is_undecodable_not_a_crash() -> None:
         (b"\xc3\x01\x00", "undecodable", "no C3 01 header"),
         (b'{"transaction_id": 1}', "undecodable", "no C3 01 header"),
         (b"\xc3\x01" + bytes(8) + b"\x02a", "unknown_schema", "0000000000000000"),
+        (b"\x00\x00\x01", "undecodable", "truncated Confluent"),
+        (b"\x00\x00\x00\x00\x07\x02a", "undecodable", "(schema id 7) but no schema registry"),
     ],
 )
 def test_framing_errors_are_poison(value: bytes, kind: str, reason: str) -> None:
