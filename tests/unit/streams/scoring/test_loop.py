@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,16 +22,19 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from schemas.avro import fingerprint, load_schema
+from schemas.confluent import RegisteredSchema, confluent_header
 from schemas.decision_codec import decode_decision
 from schemas.drift_baseline import DriftBaseline, build_baseline
 from schemas.drift_codec import DriftSnapshot, decode_snapshot
-from schemas.errors import DeliveryError, DlqLimitExceeded
+from schemas.errors import DeliveryError, DlqLimitExceeded, SchemaRegistryUnavailable
 from schemas.features import N_FEATURES, N_PCA_FEATURES
 from schemas.transaction_codec import encode_transaction
 from streams.config import KafkaSettings, TopicNames
 from streams.control.plane import ControlPlaneFailed
 from streams.drift.monitor import DriftConfig
 from streams.metrics import ScorerMetrics
+from streams.registry import RegistrySettings
 from streams.scoring import loop
 from streams.scoring.dlq import DlqLimit
 from streams.scoring.loop import Scorer, ScorerConfig
@@ -177,6 +180,9 @@ class FakeConsumer:
         self.commits: list[tuple[dict[tuple[str, int], int], bool]] = []
         self.subscribed: list[str] = []
         self.closed = False
+        self.owned: list[TopicPartition] = []
+        self.seeks: list[tuple[str, int, int]] = []
+        self.resumed = 0
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.subscribed = topics
@@ -197,7 +203,19 @@ class FakeConsumer:
         return offsets
 
     def assignment(self) -> list[TopicPartition]:
-        return []
+        return list(self.owned)
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return -1, -1
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.resumed += 1
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         """The bounded shutdown pauses fetching before it serves callbacks."""
@@ -651,3 +669,60 @@ def test_a_full_local_queue_is_waited_out_and_every_decision_produced_once(
     assert ids == [f"tx-{i}" for i in range(56) if i != 25]
     assert [r.value for r in h.producer.on(TOPICS.dlq)] == [b"not avro"]
     assert h.consumer.committed_offsets()[-1] == {("tx", 0): 56}
+
+
+class FakeRegistry:
+    """A registry holding Transaction v1 under id 5 that registers decisions as 11, drift as 12;
+    ``down`` makes every lookup fail like an unreachable registry."""
+
+    made: ClassVar[list[FakeRegistry]] = []
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.down = False
+        self.subjects: list[str] = []
+        FakeRegistry.made.append(self)
+
+    def writer_schema(self, schema_id: int) -> RegisteredSchema:
+        if self.down:
+            raise SchemaRegistryUnavailable("connection refused")
+        known = {5: load_schema("transaction"), 11: load_schema("decision")}[schema_id]
+        return RegisteredSchema(schema_id, fingerprint(known), known)
+
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
+        self.subjects.append(subject)
+        return {f"{TOPICS.decisions}-value": 11, f"{TOPICS.drift}-value": 12}[subject]
+
+
+def test_a_registry_outage_rewinds_the_batch_and_dead_letters_nothing(
+    monkeypatch: pytest.MonkeyPatch, baseline: DriftBaseline
+) -> None:
+    monkeypatch.setattr(loop, "SchemaRegistry", FakeRegistry)
+    h = Harness(
+        monkeypatch,
+        State(FakeModel("v1", baseline)),
+        schema_registry=RegistrySettings("http://registry:8081"),
+        output_format="confluent",
+    )
+    registry = FakeRegistry.made[-1]
+    assert registry.subjects == [f"{TOPICS.decisions}-value", f"{TOPICS.drift}-value"]
+    h.consumer.owned = [TopicPartition(TOPICS.transactions, 0)]
+    framed = [
+        message(0, 20 + i, confluent_header(5) + transaction(i)[10:], key_bytes=b"k")
+        for i in range(3)
+    ]
+    registry.down = True
+
+    def registry_back() -> list[FakeMessage]:
+        registry.down = False
+        return framed  # what the consumer reads again after the seek
+
+    h.run(framed, registry_back)
+
+    assert h.producer.on(TOPICS.dlq) == []
+    assert h.consumer.seeks == [(TOPICS.transactions, 0, 20)]
+    assert h.metric("sentinel_schema_registry_errors_total") == 1
+    values = [r.value for r in h.producer.on(TOPICS.decisions)]
+    assert all(value[:5] == confluent_header(11) for value in values)
+    decisions = [decode_decision(value, registry) for value in values]
+    assert [d["transaction_id"] for d in decisions] == ["tx-0", "tx-1", "tx-2"]
+    assert h.consumer.committed_offsets()[-1] == {("tx", 0): 23}
