@@ -175,7 +175,6 @@ class SchemaRegistry:
 
     def _call(self, what: str, method: Any, *args: Any) -> Any:
         """``method(*args)`` with the client's errors sorted (None: HTTP 404)."""
-        import httpx
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
@@ -191,7 +190,10 @@ class SchemaRegistry:
             raise SchemaRegistryUnavailable(
                 f"schema registry error {what}: {exc.error_message} (HTTP {status})"
             ) from exc
-        except (httpx.HTTPError, OSError, ValueError) as exc:
+        except Exception as exc:
+            # Anything else is the client failing to get an answer: its transport is httpx or
+            # httpx2 depending on the Python version (a private shim), so its errors have no
+            # public type. Never poison: the batch is retried, the error counted and logged.
             raise SchemaRegistryUnavailable(
                 f"schema registry at {self.settings.url} unreachable {what}: "
                 f"{type(exc).__name__}: {exc}"

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.console",
     "tests.fixtures.faults",
+    "tests.fixtures.registry",
 ]

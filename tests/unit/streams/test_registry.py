@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.common._httpx_compat import httpx  # what the client uses
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from schemas.avro import fingerprint, load_schema
