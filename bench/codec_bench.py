@@ -3,7 +3,10 @@
 Decodes ``--rows`` single-object ``Transaction`` messages with the vectorised
 ``decode_transactions`` in micro-batches of ``--batch`` rows, and encodes as many ``Decision``s with
 ``encode_decisions``; the baseline is fastavro's ``schemaless_reader`` / ``schemaless_writer`` per
-message (plus the 10-byte single-object header). Prints a markdown table of rows/s and µs/row.
+message (plus the 10-byte single-object header). The same rows are also decoded (and the
+decisions encoded) in the Confluent wire format (00 + schema id), the writer schema served from a
+lookup that already holds it, as the scorer's registry client does after an id's first batch.
+Prints a markdown table of rows/s and µs/row.
 
 Times are the CPU time of this process (``time.process_time``), best of ``--repeat`` runs: the
 machine's cores are shared, and wall-clock time would mostly measure the neighbours. Both sides
@@ -24,7 +27,8 @@ from typing import Any
 import fastavro
 import numpy as np
 
-from schemas.avro import load_schema, record_codec, strip_logical_types
+from schemas.avro import fingerprint, load_schema, record_codec, strip_logical_types
+from schemas.confluent import RegisteredSchema, confluent_header
 from schemas.decision_codec import DECISION_OUTCOMES, VARIANTS, encode_decisions
 from schemas.transaction_codec import decode_transactions, encode_transaction
 
@@ -113,6 +117,17 @@ def _rows(columns: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
     return part
 
 
+class CachedLookup:
+    """A WriterLookup holding one schema id: what the registry client is once it has it."""
+
+    def __init__(self, schema_id: int, name: str) -> None:
+        schema = load_schema(name)
+        self.registered = RegisteredSchema(schema_id, fingerprint(schema), schema)
+
+    def writer_schema(self, schema_id: int) -> RegisteredSchema:
+        return self.registered
+
+
 def best_cpu_seconds(run: Callable[[], object], repeat: int) -> float:
     """The least CPU time of ``repeat`` runs."""
     best = float("inf")
@@ -167,6 +182,17 @@ def main() -> None:
                 decode_transactions(chunk)
 
         measure("Transaction decode: decode_transactions", f"{size:,}", vector_decode, base)
+    lookup = CachedLookup(1, "transaction")
+    framed = [confluent_header(1) + message[len(tx_header) :] for message in messages]
+    for size in args.batch:
+        chunks = [framed[i : i + size] for i in range(0, len(framed), size)]
+
+        def confluent_decode(chunks: list[list[bytes]] = chunks) -> None:
+            for chunk in chunks:
+                decode_transactions(chunk, registry=lookup)
+
+        measure("Transaction decode: decode_transactions, Confluent", f"{size:,}", confluent_decode,
+                base)  # fmt: skip
 
     def fastavro_decisions() -> None:
         fastavro_encode(decision_schema, decision_header, decisions)
@@ -181,6 +207,14 @@ def main() -> None:
                 encode_decisions(**part)
 
         measure("Decision encode: encode_decisions", f"{size:,}", vector_encode, base)
+    for size in args.batch:
+        parts = [_rows(columns, i, i + size) for i in range(0, args.rows, size)]
+
+        def confluent_encode(parts: list[dict[str, Any]] = parts) -> None:
+            for part in parts:
+                encode_decisions(**part, schema_id=2)
+
+        measure("Decision encode: encode_decisions, Confluent", f"{size:,}", confluent_encode, base)
 
     def fastavro_transactions() -> None:
         fastavro_encode(tx_schema, tx_header, tx_records)

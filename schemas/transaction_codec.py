@@ -263,26 +263,33 @@ class _ResolvedIds:
 
 
 def _resolve_ids(
-    raw: bytes, starts: I64, confluent_rows: npt.NDArray[np.bool_], registry: WriterLookup
+    heads: npt.NDArray[np.uint64], confluent_rows: npt.NDArray[np.bool_], registry: WriterLookup
 ) -> tuple[_ResolvedIds, npt.NDArray[np.bool_]]:
     """Look up each distinct schema id of the Confluent-framed rows once.
 
-    Returns the lookups and the rows whose writer is the layout the vectorised path walks.
-    Raises SchemaRegistryUnavailable (from ``registry``) before anything else is decided.
+    ``heads`` are the values' first 8 bytes as little-endian words. Returns the lookups and the
+    rows whose writer is the layout the vectorised path walks. Raises SchemaRegistryUnavailable
+    (from ``registry``) before anything else is decided.
     """
-    ids = byte_strided_view(raw, ">u4")[starts + 1]
+    # Ids are compared as their 4 wire bytes (big-endian, so "byte-swapped" in these words);
+    # only the few distinct ones are turned into numbers.
+    wire_ids = (heads >> 8) & 0xFFFFFFFF
+    framed = wire_ids[confluent_rows]
+    first = framed[0]
+    # The usual batch has one id: skip np.unique's sort
+    distinct = [int(first)] if (framed == first).all() else np.unique(framed).tolist()
     found: dict[int, RegisteredSchema | PoisonMessage] = {}
-    native_ids = []
-    for schema_id in np.unique(ids[confluent_rows]).tolist():
+    native = np.zeros(len(heads), dtype=bool)
+    for wire_id in distinct:
+        schema_id = int.from_bytes(wire_id.to_bytes(4, "little"), "big")
         try:
             registered = found[schema_id] = registry.writer_schema(schema_id)
         except PoisonMessage as poison:
             found[schema_id] = poison
             continue
         if registered.fingerprint == fast_layout_fingerprint():
-            native_ids.append(schema_id)
-    native = confluent_rows & np.isin(ids, native_ids)
-    return _ResolvedIds(found), native
+            native |= wire_ids == wire_id  # a few ids at most: cheaper than np.isin
+    return _ResolvedIds(found), native & confluent_rows
 
 
 def decode_transactions(
@@ -319,14 +326,14 @@ def decode_transactions(
     raw = b"".join([*plain, _PAD])
     words = byte_strided_view(raw, "<u8")
     bodies = starts + HEADER_SIZE
-    fast = (words[starts] & 0xFFFF) == _MAGIC_WORD
+    heads = words[starts]  # each value's first 8 bytes: the framing is in there
+    fast = (heads & 0xFFFF) == _MAGIC_WORD
     fast &= words[starts + 2] == fast_layout_fingerprint()
     resolved: _ResolvedIds | None = None
     if registry is not None:
-        confluent_rows = np.frombuffer(raw, dtype=np.uint8)[starts] == 0
-        confluent_rows &= lengths >= CONFLUENT_HEADER_SIZE
+        confluent_rows = ((heads & 0xFF) == 0) & (lengths >= CONFLUENT_HEADER_SIZE)
         if confluent_rows.any():
-            resolved, native = _resolve_ids(raw, starts, confluent_rows, registry)
+            resolved, native = _resolve_ids(heads, confluent_rows, registry)
             fast |= native
             bodies[confluent_rows] = starts[confluent_rows] + CONFLUENT_HEADER_SIZE
     fast &= (ends - bodies >= _MIN_FAST_BODY) & (lengths <= max_message_bytes)

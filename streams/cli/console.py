@@ -16,12 +16,14 @@ from typing import Any
 
 from streams.cli._args import (
     add_kafka_flags,
+    add_registry_flags,
     add_topic_flags,
     control_keys,
     default_issuer,
     env_flag,
     kafka_settings,
     positive_float,
+    registry_settings,
     topic_names,
 )
 
@@ -39,6 +41,7 @@ def register(commands: Any) -> None:
     )
     add_kafka_flags(parser)
     add_topic_flags(parser)
+    add_registry_flags(parser)
     env_flag(parser, "--host", "SENTINEL_CONSOLE_HOST", "127.0.0.1", "address to bind")
     env_flag(
         parser, "--port", "SENTINEL_CONSOLE_PORT", 8765, "port to bind (0: any free port)",
@@ -98,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         refresh_s=args.refresh_s,
         control_timeout_s=args.timeout,
         replay_csv=Path(args.replay_csv) if args.replay_csv else default_csv(),
+        schema_registry=registry_settings(args),
     )
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

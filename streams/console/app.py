@@ -44,6 +44,7 @@ from streams.console.scrape import TrafficMonitor
 from streams.console.sources import TopicFollower
 from streams.control.client import CommandOutcome, issue_command, model_args
 from streams.control.commands import CommandRefused, new_command
+from streams.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,11 @@ class Services:
         traffic = TrafficMonitor(config.scrape_urls, config.refresh_s)
         return cls(
             config=config,
-            follower=TopicFollower(config.kafka, config.topics),
+            follower=TopicFollower(
+                config.kafka,
+                config.topics,
+                SchemaRegistry(config.schema_registry) if config.schema_registry else None,
+            ),
             traffic=traffic,
             load=LoadTester(
                 config.kafka,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from schemas.errors import ConfigError
 from streams.config import KafkaSettings, TopicNames
+from streams.registry import RegistrySettings
 
 MIN_TOKEN_CHARS = 16
 
@@ -44,6 +45,7 @@ class ConsoleConfig:
     refresh_s: float = 1.0
     control_timeout_s: float = 15.0
     replay_csv: Path | None = None
+    schema_registry: RegistrySettings | None = None  # to read Confluent-framed decisions
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

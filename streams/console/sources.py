@@ -28,9 +28,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
+from schemas.confluent import WriterLookup
 from schemas.decision_codec import decode_decision
 from schemas.drift_codec import DriftSnapshot, decode_snapshot
-from schemas.errors import SchemaError
+from schemas.errors import PoisonMessage, SchemaError, SchemaRegistryUnavailable
 from schemas.features import FEATURE_NAMES
 from streams.config import KafkaSettings, TopicNames
 from streams.control.client import COMPARED, LIVE_WINDOW_S
@@ -64,8 +65,11 @@ class DecisionSample:
 class TopicFollower:
     """Follows the four topics on a daemon thread; the ``*_view`` methods are thread-safe."""
 
-    def __init__(self, settings: KafkaSettings, topics: TopicNames) -> None:
+    def __init__(
+        self, settings: KafkaSettings, topics: TopicNames, registry: WriterLookup | None = None
+    ) -> None:
         self.topics = topics
+        self._registry = registry  # for Confluent-framed decisions and drift
         self._consumer = Consumer(
             settings.client_config(
                 {
@@ -186,8 +190,8 @@ class TopicFollower:
 
     def _on_drift(self, message: Message) -> None:
         try:
-            snapshot = decode_snapshot(message.value() or b"")
-        except SchemaError as exc:
+            snapshot = decode_snapshot(message.value() or b"", self._registry)
+        except (SchemaError, SchemaRegistryUnavailable) as exc:
             log.warning("console: drift offset %s: %s", message.offset(), exc)
             return
         key = (snapshot.model_version, snapshot.scorer_id)
@@ -252,8 +256,8 @@ class TopicFollower:
             return
         self._window_taken += 1
         try:
-            d = decode_decision(message.value() or b"")
-        except SchemaError:
+            d = decode_decision(message.value() or b"", self._registry)
+        except (PoisonMessage, SchemaRegistryUnavailable):  # a sample less, never a dead thread
             return
         sample = DecisionSample(
             time.time(),
