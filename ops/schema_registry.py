@@ -182,17 +182,16 @@ class LocalRegistry:
         running = self.status()
         if running is not None:
             return running
-        java = shutil.which("java")
-        if java is None:
-            raise BrokerError(f"'java' was not found on PATH: {JAVA_HINT}")
-        app_dir, _ = ensure_app(self.cache_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         port = self.port()
         if not port_free(port):
             raise BrokerError(
                 f"port {port} of the registry in {self.state_dir} is taken by another process; "
                 "free it, or pin another with --registry-port"
             )
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError(f"'java' was not found on PATH: {JAVA_HINT}")
+        app_dir, _ = ensure_app(self.cache_dir)
         log_file = self.state_dir / "registry.log"
         env = {
             **os.environ,
