@@ -23,9 +23,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.errors import BrokerError
 
@@ -128,30 +129,55 @@ def ensure_classpath(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, bool]:
     download; the jars land in a temporary directory renamed into place when complete).
     Raises :class:`BrokerError` when Maven is missing or the download fails.
     """
-    jar_dir = cache_dir / "libs"
-    if _jars_cached(cache_dir):
-        return jar_dir, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
+    return fetch_with_maven(
+        cache_dir / "libs",
+        f"kafka_2.13-{KAFKA_VERSION}.jar",
+        "the Kafka jars",
+        ["-f", str(POM_PATH), "dependency:copy-dependencies", "-DincludeScope=runtime"],
+    )
+
+
+def fetch_with_maven(
+    target: Path,
+    marker: str,
+    what: str,
+    maven_args: list[str],
+    unpack: Callable[[Path], None] | None = None,
+) -> tuple[Path, bool]:
+    """Fill the cache directory ``target`` once with what ``mvn <maven_args>`` copies into it.
+
+    ``target / marker`` existing means the cache is complete. Returns ``(target, downloaded)``.
+    Safe against concurrent callers: a file lock beside ``target`` serialises the download, which
+    lands in a temporary directory (``unpack`` may then rework it) renamed into place when
+    complete. Raises :class:`BrokerError` naming ``what`` when Maven is missing or fails.
+    """
+    if (target / marker).exists():
+        return target, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _jars_cached(cache_dir):
-            return jar_dir, False
+        if (target / marker).exists():
+            return target, False
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(f"'mvn' was not found on PATH: {MAVEN_HINT}")
-        staging = Path(tempfile.mkdtemp(prefix="libs-", dir=cache_dir))
-        cmd = [
-            mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
+        try:
+            cmd = [mvn, "-q", "-B", *maven_args, f"-DoutputDirectory={staging}"]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+                raise BrokerError(f"Maven could not fetch {what}: " + " | ".join(tail))
+            if unpack is not None:
+                unpack(staging)
+            if not (staging / marker).exists():
+                raise BrokerError(f"Maven fetched {what} without {marker}")
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise BrokerError("Maven could not fetch the Kafka jars: " + " | ".join(tail))
-        shutil.rmtree(jar_dir, ignore_errors=True)
-        staging.rename(jar_dir)
-        return jar_dir, True
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return target, True
 
 
 @dataclass(frozen=True)
@@ -230,16 +256,11 @@ class LocalBroker:
 
     def status(self) -> BrokerInfo | None:
         """The running broker of this state directory, or None (stale state files are removed)."""
-        if not self._info_file.exists():
+        state = read_running_state(self._info_file, "broker")
+        if state is None:
             return None
-        try:
-            info = BrokerInfo(**json.loads(self._info_file.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise BrokerError(
-                f"the broker state file {self._info_file} is unreadable ({exc}); "
-                "stop any broker using it and delete the file"
-            ) from exc
-        if not _is_our_java(info.pid, info.config_file):
+        info = BrokerInfo(**state)
+        if not runs_with_argument(info.pid, info.config_file):
             self._info_file.unlink(missing_ok=True)
             return None
         return info
@@ -286,10 +307,7 @@ class LocalBroker:
             config_file=str(config_file),
             started_at=time.time(),
         )
-        # Written atomically: a concurrent status/stop never reads half a file.
-        partial = self._info_file.with_suffix(".json.tmp")
-        partial.write_text(info.to_json())
-        partial.replace(self._info_file)
+        write_atomically(self._info_file, info.to_json())
         try:
             wait_until_ready(info.bootstrap, self.start_timeout_s, proc)
         except BrokerError:
@@ -302,16 +320,7 @@ class LocalBroker:
         info = self.status()
         if info is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while process_alive(info.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if process_alive(info.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(info.pid, signal.SIGKILL)
-            while process_alive(info.pid):
-                time.sleep(0.05)
+        terminate(info.pid, timeout_s)
         self._info_file.unlink(missing_ok=True)
         return True
 
@@ -377,6 +386,27 @@ def wait_until_ready(
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout_s:.0f} s")
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a concurrent reader never sees half a file."""
+    partial = path.with_suffix(path.suffix + ".tmp")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def terminate(pid: int, timeout_s: float) -> None:
+    """SIGTERM ``pid``, then SIGKILL after ``timeout_s``; returns once it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while process_alive(pid):
+            time.sleep(0.05)
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -400,15 +430,34 @@ def process_alive(pid: int) -> bool:
     return False
 
 
-def _is_our_java(pid: int, config_file: str) -> bool:
-    """True if ``pid`` is alive and runs the broker of ``config_file`` (not a reused pid)."""
+def runs_with_argument(pid: int, argument: str) -> bool:
+    """True if ``pid`` is alive and has ``argument`` on its command line (not a reused pid)."""
     if not process_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return config_file.encode() in cmdline
+    return argument.encode() in cmdline
+
+
+def read_running_state(path: Path, what: str) -> dict[str, Any] | None:
+    """The JSON object a started ``what`` (broker, registry) left in ``path``, or None.
+
+    Raises BrokerError naming the file when it is unreadable.
+    """
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise TypeError("not a JSON object")
+        return state
+    except (ValueError, TypeError) as exc:
+        raise BrokerError(
+            f"the {what} state file {path} is unreadable ({exc}); "
+            f"stop any {what} using it and delete the file"
+        ) from exc
 
 
 def docker_engine_answers() -> bool:

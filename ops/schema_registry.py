@@ -21,22 +21,27 @@ Nothing here knows about pytest or the CLI: both call :class:`LocalRegistry`.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.kafka_broker import JAVA_HINT, MAVEN_HINT, free_ports, port_free, process_alive
+from ops.kafka_broker import (
+    JAVA_HINT,
+    fetch_with_maven,
+    free_ports,
+    port_free,
+    read_running_state,
+    runs_with_argument,
+    terminate,
+    write_atomically,
+)
 from schemas.errors import BrokerError
 
 APICURIO_VERSION = "2.6.13.Final"
@@ -50,10 +55,6 @@ CCOMPAT_PATH = "/apis/ccompat/v7"
 JVM_FLAGS = ["-Xmx192m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
 
 
-def _app_cached(cache_dir: Path) -> bool:
-    return (cache_dir / "app" / RUNNER_JAR).exists()
-
-
 def ensure_app(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, bool]:
     """Return the directory of the unpacked registry, fetching it with Maven on first use.
 
@@ -61,41 +62,26 @@ def ensure_app(cache_dir: Path = DEFAULT_CACHE_DIR) -> tuple[Path, bool]:
     the download; the app is unpacked into a temporary directory renamed into place when
     complete). Raises :class:`BrokerError` when Maven is missing or the download fails.
     """
-    app_dir = cache_dir / "app"
-    if _app_cached(cache_dir):
-        return app_dir, False
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _app_cached(cache_dir):
-            return app_dir, False
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise BrokerError(f"'mvn' was not found on PATH: {MAVEN_HINT}")
-        staging = Path(tempfile.mkdtemp(prefix="app-", dir=cache_dir))
-        cmd = [
-            mvn, "-q", "-B", "dependency:copy", f"-Dartifact={ARTIFACT}",
-            f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        archives = list(staging.glob("*.tar.gz"))
-        if result.returncode != 0 or len(archives) != 1:
-            shutil.rmtree(staging, ignore_errors=True)
-            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise BrokerError("Maven could not fetch Apicurio Registry: " + " | ".join(tail))
-        try:
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(staging, filter="data")
-        except (OSError, tarfile.TarError) as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BrokerError(f"could not unpack {archives[0].name}: {exc}") from exc
-        archives[0].unlink()  # unpacked (Maven keeps its copy in the local repository)
-        if not (staging / RUNNER_JAR).exists():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise BrokerError(f"{ARTIFACT} holds no {RUNNER_JAR}")
-        shutil.rmtree(app_dir, ignore_errors=True)
-        staging.rename(app_dir)
-        return app_dir, True
+    return fetch_with_maven(
+        cache_dir / "app",
+        RUNNER_JAR,
+        f"Apicurio Registry {APICURIO_VERSION}",
+        ["dependency:copy", f"-Dartifact={ARTIFACT}"],
+        _unpack,
+    )
+
+
+def _unpack(staging: Path) -> None:
+    """Unpack the one tar.gz Maven copied into ``staging`` (Maven keeps its own copy)."""
+    archives = list(staging.glob("*.tar.gz"))
+    if len(archives) != 1:
+        raise BrokerError(f"expected one {ARTIFACT} archive, Maven copied {len(archives)}")
+    try:
+        with tarfile.open(archives[0]) as tar:
+            tar.extractall(staging, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise BrokerError(f"could not unpack {archives[0].name}: {exc}") from exc
+    archives[0].unlink()
 
 
 @dataclass(frozen=True)
@@ -163,19 +149,22 @@ class LocalRegistry:
 
     def status(self) -> RegistryInfo | None:
         """The running registry of this state directory, or None (a stale file is removed)."""
-        if not self._info_file.exists():
+        state = read_running_state(self._info_file, "registry")
+        if state is None:
             return None
         try:
-            info = RegistryInfo(**json.loads(self._info_file.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise BrokerError(
-                f"the registry state file {self._info_file} is unreadable ({exc}); "
-                "stop any registry using it and delete the file"
-            ) from exc
-        if not _is_our_registry(info.pid, self.state_dir):
+            info = RegistryInfo(**state)
+        except TypeError as exc:
+            raise BrokerError(f"the registry state file {self._info_file} is unreadable") from exc
+        if not runs_with_argument(info.pid, self._marker):
             self._info_file.unlink(missing_ok=True)
             return None
         return info
+
+    @property
+    def _marker(self) -> str:
+        """The JVM argument that names this registry's process (ps shows the state dir)."""
+        return f"-Dsentinel.registry.dir={self.state_dir}"
 
     def start(self) -> RegistryInfo:
         """Start the registry (or return the one already running in this state directory)."""
@@ -200,7 +189,7 @@ class LocalRegistry:
             "QUARKUS_LOG_CONSOLE_JSON": "false",
         }
         cmd = [
-            java, *JVM_FLAGS, f"-Dsentinel.registry.dir={self.state_dir}",
+            java, *JVM_FLAGS, self._marker,
             "-jar", str(app_dir / RUNNER_JAR),
         ]  # fmt: skip
         with open(log_file, "ab") as out:
@@ -209,9 +198,7 @@ class LocalRegistry:
                 start_new_session=True,
             )  # fmt: skip
         info = RegistryInfo(pid=proc.pid, port=port, log_file=str(log_file), started_at=time.time())
-        partial = self._info_file.with_suffix(".json.tmp")
-        partial.write_text(info.to_json())
-        partial.replace(self._info_file)
+        write_atomically(self._info_file, info.to_json())
         try:
             wait_until_ready(port, self.start_timeout_s, proc)
         except BrokerError:
@@ -224,16 +211,7 @@ class LocalRegistry:
         info = self.status()
         if info is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while process_alive(info.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if process_alive(info.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(info.pid, signal.SIGKILL)
-            while process_alive(info.pid):
-                time.sleep(0.05)
+        terminate(info.pid, timeout_s)
         self._info_file.unlink(missing_ok=True)
         return True
 
@@ -255,14 +233,3 @@ def wait_until_ready(
             pass
         time.sleep(0.2)
     raise BrokerError(f"no schema registry answered at {url} within {timeout_s:.0f} s")
-
-
-def _is_our_registry(pid: int, state_dir: Path) -> bool:
-    """True if ``pid`` is alive and runs the registry of ``state_dir`` (not a reused pid)."""
-    if not process_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return f"-Dsentinel.registry.dir={state_dir}".encode() in cmdline
