@@ -21,8 +21,9 @@ from schemas.errors import DataError
 from schemas.features import CSV_COLUMNS, FEATURE_NAMES, invalid_rows
 from training import synth
 
-# Fewer frauds than this cannot be split into a test part and cross-validation folds that each
-# hold a few of them (20 leaves 4 for test and about 5 per fold of the 3-fold study).
+# Fewer frauds than this cannot be split into test, calibration and cross-validation folds that
+# each hold a few of them (20 leaves 4 for test, 4 for calibration and 4 per fold of the 3-fold
+# study).
 MIN_ROWS_PER_CLASS: Final[int] = 20
 
 
@@ -59,6 +60,11 @@ class Split:
     @property
     def frauds(self) -> int:
         return int(self.labels.sum())
+
+    def subset(self, rows: np.ndarray) -> Split:
+        """The given rows, in their original order."""
+        rows = np.sort(rows)
+        return Split(self.features[rows], self.labels[rows], self.amounts[rows])
 
 
 def _line(index: int) -> int:
@@ -173,20 +179,33 @@ def development_and_test(
     """(development, test), stratified by class and reproducible by seed.
 
     The test split is held out from everything (study, tree count, thresholds); the development
-    set is cross-validated (training.study).
+    set is divided again by :func:`fit_and_calibration`.
     """
     from sklearn.model_selection import train_test_split
 
-    features = data.frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
-    labels = data.frame["Class"].to_numpy(dtype=np.int64)
-    amounts = data.frame["Amount"].to_numpy(dtype=np.float64)
-    index = np.arange(len(labels))
-    development, test = train_test_split(
-        index, test_size=test_share, stratify=labels, random_state=seed, shuffle=True
+    whole = Split(
+        data.frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32),
+        data.frame["Class"].to_numpy(dtype=np.int64),
+        data.frame["Amount"].to_numpy(dtype=np.float64),
     )
+    development, test = train_test_split(
+        np.arange(whole.rows), test_size=test_share, stratify=whole.labels, random_state=seed
+    )
+    return whole.subset(development), whole.subset(test)
 
-    def part(rows: np.ndarray) -> Split:
-        rows = np.sort(rows)
-        return Split(features[rows], labels[rows], amounts[rows])
 
-    return part(development), part(test)
+def fit_and_calibration(development: Split, seed: int, share: float) -> tuple[Split, Split]:
+    """(fit, calibration): ``share`` of the development rows held out, stratified by class.
+
+    The study and the final model see only the fit rows; the thresholds are chosen on the
+    calibration rows scored by the final model, so they are chosen on the scores they will meet.
+    """
+    from sklearn.model_selection import train_test_split
+
+    fit, calibration = train_test_split(
+        np.arange(development.rows),
+        test_size=share,
+        stratify=development.labels,
+        random_state=seed,
+    )
+    return development.subset(fit), development.subset(calibration)

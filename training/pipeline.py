@@ -1,12 +1,13 @@
 """``train``: from a transactions set to a verified, versioned ONNX model bundle.
 
 Steps, each reported through ``progress``: data (read + validate, or generate) -> stratified
-80/20 development/test split -> imbalance study (K-fold cross-validation of every method on the
-development set, early stopping per fold) -> final fit of the winner on the whole development
-set with the cross-validated number of trees -> cost-optimal thresholds on the winner's
-out-of-fold scores -> ONNX export -> parity on the whole test set (refused above the bound) ->
-metrics, drift baseline, plots, report -> publish -> activate. The manifest's
-``metrics.validation`` block is computed on those out-of-fold scores.
+60/20/20 fit/calibration/test split -> imbalance study (K-fold cross-validation of every method
+on the fit rows, early stopping per fold) -> final fit of the winner on all the fit rows with
+the cross-validated number of trees -> ONNX export -> parity on the whole test set (refused
+above the bound) -> cost-optimal thresholds on the calibration split scored by the exported
+model -> metrics, drift baseline, plots, report -> publish -> activate. The thresholds are
+chosen on the scores the scorer will compute, by a model that never saw those rows; the
+manifest's ``metrics.validation`` block is computed on the same calibration scores.
 Everything is written to a staging directory and published with one rename, so a failure at any
 step leaves no bundle behind. The scorer's tests, the benchmarks and the demo call :func:`train`
 directly; ``sentinel train`` is a thin CLI over it.
@@ -37,7 +38,7 @@ from schemas.manifest import (
 from schemas.models_dir import MODEL_FILE, activate_version
 from training import data, publish, report, synth
 from training.data import Split, TrainingData
-from training.export import check_parity, to_onnx
+from training.export import check_parity, onnx_probabilities, to_onnx
 from training.study import (
     METHODS,
     FinalModel,
@@ -49,10 +50,12 @@ from training.study import (
     run_study,
 )
 from training.threshold import (
+    SCORE_SPREAD_LOGIT,
+    block_threshold,
     cost_curve,
     decision_metrics,
     review_threshold,
-    stable_block_threshold,
+    smoothed_cost_curve,
 )
 
 Progress = Callable[[str], None]
@@ -71,6 +74,7 @@ class TrainConfig:
     parity_bound: float = 5e-7  # max |ONNX - XGBoost| fraud probability over the test set
     review_budget: float = 0.001  # share of traffic below the block threshold sent to REVIEW
     test_share: float = 0.2
+    calibration_share: float = 0.2  # of all rows: held out from fitting, to choose thresholds on
     methods: tuple[Method, ...] = METHODS
     model: ModelParams = field(default_factory=ModelParams)
 
@@ -81,8 +85,15 @@ class TrainConfig:
             raise ConfigError(f"parity bound must be >= 0, got {self.parity_bound}")
         if not 0 <= self.review_budget < 1:
             raise ConfigError(f"review budget must be in [0, 1), got {self.review_budget}")
-        if not 0 < self.test_share < 1:
-            raise ConfigError(f"test share must be in (0, 1), got {self.test_share}")
+        if not (
+            self.test_share > 0
+            and self.calibration_share > 0
+            and self.test_share + self.calibration_share < 1
+        ):
+            raise ConfigError(
+                f"test share ({self.test_share}) and calibration share "
+                f"({self.calibration_share}) must be positive and sum below 1"
+            )
         unknown = [m for m in self.methods if m not in METHODS]
         if not self.methods or unknown:
             raise ConfigError(f"imbalance methods must be among {', '.join(METHODS)}")
@@ -103,13 +114,11 @@ class TrainResult:
 class _Fitted:
     """What the fitting steps hand to export and reporting."""
 
-    development: Split
+    fit: Split  # what the study and the final model were trained on
+    calibration: Split  # what the thresholds are chosen on
     test: Split
     study: list[StudyResult]
     final: FinalModel
-    validation_scores: np.ndarray  # the winner's out-of-fold scores of the development rows
-    block: float
-    review: float
 
 
 def _resolve_data(
@@ -150,16 +159,20 @@ def _importance(model: FinalModel) -> dict[str, float]:
 
 
 def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -> _Fitted:
-    """Split, cross-validated study, final fit and thresholds (no files written)."""
+    """Split, cross-validated study and final fit (no files written)."""
     development, test = data.development_and_test(dataset, seed, config.test_share)
+    fit, calibration = data.fit_and_calibration(
+        development, seed, config.calibration_share / (1.0 - config.test_share)
+    )
     say(
-        f"split: development {development.rows:,} / test {test.rows:,} rows "
-        f"({development.frauds}/{test.frauds} frauds); {config.model.cv_folds}-fold study"
+        f"split: fit {fit.rows:,} / calibration {calibration.rows:,} / test {test.rows:,} rows "
+        f"({fit.frauds}/{calibration.frauds}/{test.frauds} frauds); "
+        f"{config.model.cv_folds}-fold study on the fit rows"
     )
     results = []
     for method in config.methods:
         say(f"study: fitting {method}")
-        (result,) = run_study(development, seed, config.model, (method,))
+        (result,) = run_study(fit, seed, config.model, (method,))
         results.append(result)
         say(
             f"study: {method}: cross-validated PR-AUC {result.val_pr_auc:.4f} "
@@ -167,20 +180,10 @@ def _fit(dataset: TrainingData, seed: int, config: TrainConfig, say: Progress) -
             f"({result.train_rows:,} training rows per fold, {result.seconds:.1f} s)"
         )
     winner = best_method(results)
-    say(f"final fit: {winner.method} on the development set, {winner.trees} trees")
-    final = fit_final(winner.method, development, winner.trees, seed, config.model)
+    say(f"final fit: {winner.method} on the fit rows, {winner.trees} trees")
+    final = fit_final(winner.method, fit, winner.trees, seed, config.model)
     say(f"final fit: {final.best_iteration + 1} trees ({final.seconds:.1f} s)")
-    validation_scores = winner.oof_scores
-    block = stable_block_threshold(
-        validation_scores,
-        development.labels,
-        development.amounts,
-        winner.oof_folds,
-        config.review_cost,
-    )
-    review = review_threshold(validation_scores, block, config.review_budget)
-    say(f"thresholds: block >= {block:.4g}, review >= {review:.4g} (on out-of-fold scores)")
-    return _Fitted(development, test, results, final, validation_scores, block, review)
+    return _Fitted(fit, calibration, test, results, final)
 
 
 def _assemble(
@@ -197,30 +200,41 @@ def _assemble(
     say("export: converting to ONNX")
     onnx_model = to_onnx(fitted.final)
     (staging / MODEL_FILE).write_bytes(onnx_model.payload)
-    test, validation = fitted.test, fitted.development
+    test, calibration = fitted.test, fitted.calibration
     parity = check_parity(fitted.final, onnx_model, test.features, config.parity_bound)
     say(
         f"parity: max |ONNX - XGBoost| = {parity.max_abs_diff:.3g} over {parity.rows:,} "
         f"test rows (bound {parity.bound:.3g})"
     )
-    # Test metrics are computed on ONNX Runtime's scores: what the scorer will serve.
+    # Thresholds and metrics are computed on ONNX Runtime's scores: what the scorer will serve.
     test_scores = parity.onnx_probabilities
-    metric_args = (fitted.block, fitted.review, config.review_cost)
+    calibration_scores = onnx_probabilities(onnx_model, calibration.features)
+    cost_args = (calibration.labels, calibration.amounts, config.review_cost)
+    block = block_threshold(calibration_scores, *cost_args)
+    review = review_threshold(calibration_scores, block, config.review_budget)
+    say(
+        f"thresholds: block >= {block:.4g}, review >= {review:.4g} (smoothed cost on the "
+        f"calibration split: {calibration.rows:,} rows, {calibration.frauds} frauds)"
+    )
+    metric_args = (block, review, config.review_cost)
     metrics = {
         "test": decision_metrics(test_scores, test.labels, test.amounts, *metric_args),
         "validation": decision_metrics(
-            fitted.validation_scores, validation.labels, validation.amounts, *metric_args
+            calibration_scores, calibration.labels, calibration.amounts, *metric_args
         ),
     }
     importance = _importance(fitted.final)
     say("report: drift baseline, plots")
-    validation_costs = cost_curve(
-        fitted.validation_scores, validation.labels, validation.amounts, config.review_cost
-    )
     plots = report.write_plots(
         staging,
         report.PlotData(
-            test_scores, test.labels, validation_costs, fitted.block, fitted.review, importance
+            test_scores,
+            test.labels,
+            cost_curve(calibration_scores, *cost_args),
+            smoothed_cost_curve(calibration_scores, *cost_args),
+            block,
+            review,
+            importance,
         ),
     )
     return Manifest(
@@ -234,8 +248,8 @@ def _assemble(
             opset_imports=onnx_model.opset_imports,
         ),
         thresholds=Thresholds(
-            block=fitted.block,
-            review=fitted.review,
+            block=block,
+            review=review,
             review_cost=config.review_cost,
             review_budget=config.review_budget,
         ),
@@ -248,7 +262,7 @@ def _assemble(
         ),
         parity=ParityCheck(parity.max_abs_diff, parity.rows, parity.bound),
         parity_sample=_parity_sample(test, test_scores, seed),
-        drift_baseline=build_baseline(fitted.development.features, test_scores),
+        drift_baseline=build_baseline(fitted.fit.features, test_scores),
         metrics=metrics,
         imbalance_study=tuple(result.as_dict() for result in fitted.study),
         training={
@@ -256,6 +270,14 @@ def _assemble(
             "params": fitted.final.params,
             "best_iteration": fitted.final.best_iteration,
             "seed": seed,
+            "thresholds_chosen_on": {
+                "split": "calibration",
+                "rows": calibration.rows,
+                "frauds": calibration.frauds,
+                "scored_by": "the exported ONNX model",
+                "cost": "smoothed",
+                "score_spread_logit": SCORE_SPREAD_LOGIT,
+            },
             "feature_importance_total_gain": importance,
         },
         plots=tuple(plots),

@@ -1,8 +1,9 @@
 """The human side of a bundle: four plots, ``report.md``, and the summary table ``train`` prints.
 
 Plots (PNG, matplotlib's Agg backend, so no display is needed): the precision-recall curve on
-test data, expected cost against threshold on validation data, XGBoost gain importance per
-feature, and the score histogram by class on test data.
+test data, expected cost against threshold on the calibration split (exact and smoothed: the
+block threshold minimises the smoothed one), XGBoost gain importance per feature, and the score
+histogram by class on test data.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class PlotData:
     test_probabilities: np.ndarray
     test_labels: np.ndarray
     validation_cost: CostCurve
+    smoothed_cost: CostCurve  # what the block threshold minimises
     block: float
     review: float
     importance: dict[str, float]
@@ -77,7 +79,9 @@ def write_plots(out_dir: Path, data: PlotData) -> list[str]:
     figure, axes = plt.subplots(figsize=(6, 4.5))
     curve = data.validation_cost
     thresholds = np.clip(curve.thresholds[1:], 1e-6, 1.0)
-    axes.plot(thresholds, curve.costs[1:], drawstyle="steps-post")
+    axes.plot(thresholds, curve.costs[1:], drawstyle="steps-post", label="exact")
+    smoothed = data.smoothed_cost
+    axes.plot(np.clip(smoothed.thresholds[1:], 1e-6, 1.0), smoothed.costs[1:], label="smoothed")
     axes.axvline(max(data.block, 1e-6), color="red", linestyle="--", label="block")
     if data.review < data.block:
         axes.axvline(max(data.review, 1e-6), color="orange", linestyle=":", label="review")
@@ -85,7 +89,7 @@ def write_plots(out_dir: Path, data: PlotData) -> list[str]:
     axes.set(
         xlabel="threshold (flag if score >= threshold)",
         ylabel="expected cost",
-        title="Expected cost vs threshold (validation)",
+        title="Expected cost vs threshold (calibration split)",
     )
     axes.legend()
     save(figure, PLOT_FILES["threshold_cost"])
@@ -149,14 +153,24 @@ def saving_warning(manifest: Manifest) -> str | None:
     return (
         f"WARNING: negative saving on test ({test['saving']:,.2f}): the block threshold "
         f"{manifest.thresholds.block:.4g} costs more than 0.5 would. The threshold was "
-        "chosen on out-of-fold scores; with this few test frauds the difference may be noise, "
-        "but check the threshold-cost plot before serving this model."
+        f"{chosen_on(manifest)}; with {test['frauds']} test frauds the difference may be "
+        "noise, but check the threshold-cost plot before serving this model."
+    )
+
+
+def chosen_on(manifest: Manifest) -> str:
+    """How the thresholds were chosen, in words, from the manifest's validation block."""
+    validation = manifest.metrics["validation"]
+    return (
+        f"chosen on the calibration split ({validation['rows']:,} rows, {validation['frauds']} "
+        "frauds, never trained on) scored by this ONNX model, minimising the smoothed expected "
+        "cost"
     )
 
 
 def summary_lines(manifest: Manifest) -> list[str]:
     """The short summary table (plain text) of a training run, from its manifest."""
-    test = manifest.metrics["test"]
+    test, validation = manifest.metrics["test"], manifest.metrics["validation"]
     data, parity, training = manifest.data, manifest.parity, manifest.training
     (tn, fp), (fn, tp) = test["confusion_matrix"]
     rows = [
@@ -167,6 +181,11 @@ def summary_lines(manifest: Manifest) -> list[str]:
         (
             "thresholds",
             f"block >= {manifest.thresholds.block:.4g}, review >= {manifest.thresholds.review:.4g}",
+        ),
+        (
+            "thresholds chosen on",
+            f"calibration split: {validation['rows']:,} rows, {validation['frauds']} frauds, "
+            "scored by this model (smoothed cost)",
         ),
         ("test PR-AUC / ROC-AUC", f"{test['pr_auc']:.4f} / {test['roc_auc']:.4f}"),
         (
@@ -228,8 +247,8 @@ def render_markdown(manifest: Manifest) -> str:
     out += [
         "## Metrics",
         "",
-        "validation = out-of-fold scores of the development set (what the thresholds were "
-        "chosen on); test = the held-out 20%, scored by the exported ONNX model.",
+        f"Thresholds: {chosen_on(manifest)}. validation = that calibration split; test = the "
+        "held-out 20%; both scored by the exported ONNX model.",
         "",
         "| metric | validation | test |",
         "|---|---|---|",

@@ -6,27 +6,26 @@ oversampling of the training frauds (imbalanced-learn).
 
 Why cross-validation: one 20% validation split of a small or rare-fraud set holds a handful of
 frauds, and a single split then decides the winner, the number of trees (an early stop at 4
-trees was seen on a 100k-row set) and the block threshold (0.0038 on small real data, with a
-negative saving on test). So the study runs a stratified K-fold over the *development* set
-(everything but the test split), the same folds for every method:
+trees was seen on a 100k-row set). So the study runs a stratified K-fold over the *fit* rows
+(everything but the test and calibration splits: training.data.fit_and_calibration), the same
+folds for every method:
 
 * each fold fits on K-1 parts (SMOTE resamples only those) with early stopping on the held-out
   part, up to ``max_rounds``;
 * a method's number of trees is the median of its folds' best iterations, never below
   ``min_rounds``; its fold PR-AUCs are measured at that many trees, and their mean and spread
   (standard deviation) are reported;
-* the winner is the method with the highest mean fold PR-AUC (first listed wins a tie); its
-  out-of-fold scores (every development row scored by the fold model that did not see it) are
-  what the thresholds are chosen on: K times the frauds of one validation split, with the
-  one-standard-error rule across folds (training.threshold.stable_block_threshold);
-* the final model is the winner refit on the whole development set with that many trees (no
-  early stopping, so nothing depends on one split).
+* the winner is the method with the highest mean fold PR-AUC (first listed wins a tie);
+* the final model is the winner refit on all the fit rows with that many trees (no early
+  stopping, so nothing depends on one split). The thresholds are chosen on the scores of the
+  model that serves, not the fold models' (training.pipeline: on the calibration split, scored
+  by the final model exported to ONNX).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -84,8 +83,7 @@ class StudyResult:
 
     ``val_pr_auc`` / ``val_roc_auc`` are means over the folds' held-out parts; ``fold_pr_auc``
     the per-fold values and ``pr_auc_std`` their standard deviation; ``trees`` the number of
-    trees the method settles on. ``oof_scores`` (not in the manifest) holds every development
-    row's out-of-fold score.
+    trees the method settles on.
     """
 
     method: Method
@@ -99,13 +97,9 @@ class StudyResult:
     train_frauds: int
     scale_pos_weight: float
     seconds: float
-    oof_scores: np.ndarray = field(repr=False, compare=False)
-    oof_folds: np.ndarray = field(repr=False, compare=False)  # the fold that scored each row
 
     def as_dict(self) -> dict[str, Any]:
-        entry = asdict(self)
-        del entry["oof_scores"], entry["oof_folds"]
-        return entry
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -235,17 +229,13 @@ def run_study(
             fitted.append((model, int(model.best_iteration) + 1, len(labels), int(labels.sum())))
         best_trees = [trees for _, trees, _, _ in fitted]
         trees = max(params.min_rounds, int(np.median(best_trees)))
-        oof = np.empty(development.rows, dtype=np.float64)
-        oof_folds = np.empty(development.rows, dtype=np.int64)
         pr_aucs, roc_aucs = [], []
-        for fold, ((model, _, _, _), (_, held_out)) in enumerate(zip(fitted, parts, strict=True)):
-            oof_folds[held_out] = fold
+        for (model, _, _, _), (_, held_out) in zip(fitted, parts, strict=True):
             # At the method's tree count (capped by what this fold grew before it stopped).
             grown = model.get_booster().num_boosted_rounds()
             scores = model.predict_proba(
                 development.features[held_out], iteration_range=(0, min(trees, grown))
             )[:, 1]
-            oof[held_out] = scores
             pr_aucs.append(float(average_precision_score(development.labels[held_out], scores)))
             roc_aucs.append(float(roc_auc_score(development.labels[held_out], scores)))
         results.append(
@@ -261,8 +251,6 @@ def run_study(
                 train_frauds=fitted[0][3],
                 scale_pos_weight=_training_set_weight(method, development, parts[0][0]),
                 seconds=time.perf_counter() - began,
-                oof_scores=oof,
-                oof_folds=oof_folds,
             )
         )
     return results
@@ -283,7 +271,7 @@ def best_method(results: list[StudyResult]) -> StudyResult:
 def fit_final(
     method: Method, development: Split, trees: int, seed: int, params: ModelParams
 ) -> FinalModel:
-    """Refit ``method`` on the whole development set with exactly ``trees`` trees."""
+    """Refit ``method`` on all of ``development`` (the fit rows) with exactly ``trees`` trees."""
     from xgboost import XGBClassifier
 
     began = time.perf_counter()

@@ -104,8 +104,11 @@ def test_manifest_describes_this_data_and_this_model(
     assert test["recall_at_block"] == pytest.approx(tp / 60)
     assert test["saving"] == pytest.approx(test["cost_at_0_5"] - test["cost_at_block"])
     assert 0.5 < test["pr_auc"] <= 1.0 and 0.5 < test["roc_auc"] <= 1.0
-    # validation = out-of-fold scores of the whole 80% development set
-    assert manifest["metrics"]["validation"]["rows"] == 2_400
+    # validation = the 20% calibration split the thresholds were chosen on, never trained on
+    validation = manifest["metrics"]["validation"]
+    assert (validation["rows"], validation["frauds"]) == (600, 60)
+    chosen_on = manifest["training"]["thresholds_chosen_on"]
+    assert (chosen_on["split"], chosen_on["rows"], chosen_on["frauds"]) == ("calibration", 600, 60)
     thresholds = manifest["thresholds"]
     assert 0.0 <= thresholds["review"] <= thresholds["block"]
     assert thresholds["review_cost"] == 5.0

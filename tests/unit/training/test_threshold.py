@@ -1,4 +1,5 @@
-"""The cost-based threshold optimiser, checked against hand-computed cases."""
+"""The cost-based threshold optimiser, checked against hand-computed cases (the exact step
+curve, ``spread=0``) and against the failure the smoothing exists for (the default)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from training.threshold import (
     decision_metrics,
     expected_cost,
     review_threshold,
-    stable_block_threshold,
+    smoothed_cost_curve,
 )
 
 # Five validation rows, review cost 5. Flagging p >= t costs (missed fraud amounts) + 5 x alarms:
@@ -34,14 +35,14 @@ def test_cost_curve_matches_the_hand_computation() -> None:
 
 
 def test_block_threshold_is_midway_below_the_cheapest_score() -> None:
-    block = block_threshold(PROBS, LABELS, AMOUNTS, review_cost=5.0)
+    block = block_threshold(PROBS, LABELS, AMOUNTS, review_cost=5.0, spread=0.0)
     assert block == pytest.approx(0.45)  # between 0.6 (flagged) and 0.3 (not flagged)
     assert expected_cost(PROBS, LABELS, AMOUNTS, block, 5.0) == 7.0
 
 
 def test_a_higher_review_cost_moves_the_threshold_up() -> None:
     # Review cost 60: t=0.9 costs 52, t=0.6 costs 2 + 60 = 62, so only the top score is flagged.
-    assert block_threshold(PROBS, LABELS, AMOUNTS, review_cost=60.0) == pytest.approx(0.85)
+    assert block_threshold(PROBS, LABELS, AMOUNTS, 60.0, spread=0.0) == pytest.approx(0.85)
 
 
 def test_equal_scores_are_flagged_together() -> None:
@@ -51,10 +52,11 @@ def test_equal_scores_are_flagged_together() -> None:
     assert curve.costs.tolist() == [30.0, 5.0, 10.0]  # the tie at 0.7 is one candidate
 
 
-def test_when_no_flag_pays_off_nothing_is_blocked() -> None:
+@pytest.mark.parametrize("spread", [0.0, 1.5])
+def test_when_no_flag_pays_off_nothing_is_blocked(spread: float) -> None:
     probs = np.array([0.9, 0.5])
     labels = np.array([0, 1])
-    block = block_threshold(probs, labels, np.array([1.0, 1.0]), review_cost=5.0)
+    block = block_threshold(probs, labels, np.array([1.0, 1.0]), 5.0, spread=spread)
     assert block > 1.0
     assert not (probs >= block).any()
 
@@ -78,26 +80,36 @@ def test_decision_metrics_on_the_hand_case() -> None:
     assert (metrics["rows"], metrics["frauds"]) == (5, 3)
 
 
-def test_the_stable_threshold_ignores_a_saving_that_one_fold_alone_makes() -> None:
-    # Three folds alike: frauds score 0.9, legit below 0.1 and 40 of them at 0.2-0.3. Fold 0
-    # also holds one large fraud at 0.1: catching it flags 3 x 40 legit rows (800 saved in one
-    # fold, 600 paid across all three), so the plain minimum flags >= 0.1; the saving is one
-    # fold's luck, and the one-standard-error rule keeps the threshold above 0.3.
+def _crowd_and_one_large_fraud() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """50 frauds at 0.95 (amount 100); 20,000 legit rows far below and a crowd of 1,000 at
+    0.2-0.3; one fraud of 800 at 0.31, just above the crowd."""
     rng = np.random.default_rng(0)
-    scores, labels, amounts, folds = [], [], [], []
-    for fold in range(3):
-        legit = np.concatenate([rng.uniform(0.05, 0.0999, 200), rng.uniform(0.2, 0.3, 40)])
-        scores += [*legit, *[0.9] * 5]
-        labels += [0] * len(legit) + [1] * 5
-        amounts += [10.0] * len(legit) + [100.0] * 5
-        folds += [fold] * (len(legit) + 5)
-        if fold == 0:
-            scores.append(0.1)
-            labels.append(1)
-            amounts.append(800.0)
-            folds.append(0)
-    args = (np.array(scores), np.array(labels), np.array(amounts))
-    plain = block_threshold(*args, review_cost=5.0)
-    stable = stable_block_threshold(*args, np.array(folds), review_cost=5.0)
-    assert plain < 0.1 < 0.3 < stable < 0.9
-    assert stable_block_threshold(*args, np.zeros(len(scores)), review_cost=5.0) == plain
+    legit = np.concatenate([rng.uniform(0.001, 0.01, 20_000), rng.uniform(0.2, 0.3, 1_000)])
+    scores = np.concatenate([legit, [0.95] * 50, [0.31]])
+    labels = np.concatenate([np.zeros(len(legit), np.int64), np.ones(51, np.int64)])
+    amounts = np.concatenate([np.full(len(legit), 10.0), [100.0] * 50, [800.0]])
+    return scores, labels, amounts
+
+
+def test_the_smoothed_cost_does_not_chase_one_large_fraud_into_a_crowd() -> None:
+    # The exact minimum slips the threshold between the large fraud (0.31) and the crowd just
+    # below it (<= 0.3): free on these scores. A refit moves scores by ~1.5 log-odds, so on new
+    # data that threshold flags a good part of the crowd; the smoothed cost sees it and stays
+    # well above, flagging the 50 clear frauds only.
+    scores, labels, amounts = _crowd_and_one_large_fraud()
+    exact = block_threshold(scores, labels, amounts, 5.0, spread=0.0)
+    smoothed = block_threshold(scores, labels, amounts, 5.0)
+    assert 0.3 < exact < 0.31
+    assert 0.5 < smoothed < 0.95
+    assert ((scores >= smoothed) == (scores == 0.95)).all()
+
+
+def test_the_smoothed_curve_tends_to_the_exact_one() -> None:
+    scores, labels, amounts = _crowd_and_one_large_fraud()
+    curve = smoothed_cost_curve(scores, labels, amounts, 5.0, spread=1e-3)
+    assert curve.thresholds[0] > 1.0 and curve.costs[0] == amounts[labels == 1].sum()
+    assert (np.diff(curve.thresholds) < 0).all()
+    for threshold in (0.5, 0.305, 0.1):
+        at = int(np.argmin(np.abs(curve.thresholds - threshold)))
+        exact = expected_cost(scores, labels, amounts, float(curve.thresholds[at]), 5.0)
+        assert curve.costs[at] == pytest.approx(exact, abs=1.0)
