@@ -12,11 +12,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +33,20 @@ from streams.tools.topics import TopicAdmin
 
 SENTINEL = [sys.executable, "-m", "streams.cli"]
 
+# (bootstrap, topics, group id) -> a running process that consumes topics.transactions in that
+# group and writes a record per transaction to topics.decisions: the relay, or a peer framework.
+JobRunner = Callable[[str, TopicNames, str], AbstractContextManager[subprocess.Popen[bytes]]]
+
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def make_topics(bootstrap: str, partitions: int = 6) -> TopicNames:
-    """A fresh, uniquely named set of product topics."""
+def make_topics(
+    bootstrap: str, partitions: int = 6, decisions_config: dict[str, str] | None = None
+) -> TopicNames:
+    """A fresh, uniquely named set of product topics (``decisions_config``: the decisions
+    topic's settings)."""
     run = uuid.uuid4().hex[:6]
     names = TopicNames(
         **{
@@ -49,7 +57,7 @@ def make_topics(bootstrap: str, partitions: int = 6) -> TopicNames:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     specs = [
         NewTopic(names.transactions, partitions, 1),
-        NewTopic(names.decisions, partitions, 1),
+        NewTopic(names.decisions, partitions, 1, config=decisions_config or {}),
         NewTopic(names.dlq, 1, 1),
         NewTopic(names.drift, 1, 1),
         NewTopic(names.control, 1, 1, config={"retention.ms": "-1"}),
@@ -108,7 +116,7 @@ def scorer(
         *topic_flags(topics),
         *extra,
     ]
-    with _service("scorer", cmd, workers) as (proc, log_path):
+    with service("scorer", cmd, workers) as (proc, log_path):
         yield Scorer(proc, port, log_path, workers)
 
 
@@ -124,15 +132,16 @@ def relay(bootstrap: str, topics: TopicNames, group: str) -> Iterator[subprocess
         f"--sink={topics.decisions}",
         f"--group={group}",
     ]
-    with _service("relay", cmd, 1) as (proc, _):
+    with service("relay", cmd, 1) as (proc, _):
         yield proc
 
 
 @contextmanager
-def _service(
+def service(
     name: str, cmd: list[str], members: int
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """Run ``cmd`` until every one of its ``members`` owns partitions; SIGTERM on exit."""
+    """Run ``cmd`` until every one of its ``members`` owns partitions (logs a line
+    ``assigned partitions [...``; 0: do not wait); SIGTERM on exit."""
     log_path = Path(f"/tmp/bench-{name}-{uuid.uuid4().hex[:6]}.log")
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "INFO"}  # assignments are logged at INFO
     with open(log_path, "wb") as out:
@@ -150,8 +159,44 @@ def _service(
         proc.wait(120)
 
 
-def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
-    """(count, seconds between the first and last decision's broker timestamps).
+class CpuSampler:
+    """CPU seconds (user + system, all threads) of one process, sampled every ``interval_s``.
+
+    Reads ``/proc/<pid>/stat`` from a daemon thread, so a window inside the run (the span of
+    its decisions) can be charged without counting start-up or idling after the drain.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        self._stat = Path(f"/proc/{pid}/stat")
+        self._interval_s = interval_s
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float]] = []  # (epoch seconds, CPU seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                # Fields after the ")" that ends the command name: utime, stime are 12th, 13th.
+                fields = self._stat.read_text().rpartition(")")[2].split()
+            except OSError:  # the process is gone
+                return
+            self.samples.append((time.time(), (int(fields[11]) + int(fields[12])) / self._tick))
+            self._stop.wait(self._interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds spent between two epoch times (interpolated between samples)."""
+        times, cpu = zip(*self.samples, strict=True)
+        return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
+
+
+def decision_window(bootstrap: str, topic: str) -> tuple[int, float, float]:
+    """(count, first, last): the decisions' broker timestamps (epoch seconds) at both ends.
 
     Reads every record (read_committed): with exactly-once, offsets also number the
     transaction markers, so ``high - low`` overcounts and the last offset is not a record.
@@ -176,16 +221,34 @@ def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
             stamp = msg.timestamp()[1]
             first, last, count = min(first, stamp), max(last, stamp), count + 1
     consumer.close()
-    return count, (last - first) / 1000.0
+    return count, first / 1000.0, last / 1000.0
 
 
-def wait_for_commit(bootstrap: str, group: str, topic: str, total: int, timeout_s: float) -> float:
-    """Block until the group committed ``total`` offsets on ``topic``; returns the wait."""
+def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
+    """(count, seconds between the first and last decision's broker timestamps)."""
+    count, first, last = decision_window(bootstrap, topic)
+    return count, last - first
+
+
+def wait_for_commit(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    total: int,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> float:
+    """Block until the group committed ``total`` offsets on ``topic``; returns the wait.
+
+    Raises RuntimeError after ``timeout_s``, or as soon as ``proc`` (the consuming job) exits.
+    """
     began = time.monotonic()
     admin = TopicAdmin(KafkaSettings(bootstrap))
     while sum(max(o, 0) for o in admin.committed(group, topic).values()) < total:
         if time.monotonic() - began > timeout_s:
             raise RuntimeError(f"group {group} did not commit {total} offsets in {timeout_s} s")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before committing")
         time.sleep(0.5)
     return time.monotonic() - began
 
@@ -245,3 +308,32 @@ def stage_profile(metrics: dict[str, float]) -> dict[str, float]:
         if match and consumed:
             profile[match.group(1)] = value / consumed * 1e6
     return profile
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}: begin (written by the script, not by hand) -->", f"<!-- {name}: end -->"
+
+
+def kept_section(path: Path, name: str) -> str:
+    """The block ``name`` of ``path`` between its markers (markers included), or ''."""
+    begin, end = _markers(name)
+    text = path.read_text() if path.exists() else ""
+    start = text.find(begin)
+    stop = text.find(end, start)
+    return text[start : stop + len(end)] + "\n" if start >= 0 and stop >= 0 else ""
+
+
+def write_section(path: Path, name: str, lines: list[str], before: str) -> None:
+    """Replace block ``name`` of ``path`` with ``lines``; a new block goes before the heading
+    ``before`` (or at the end). The rest of the file is kept as it is."""
+    begin, end = _markers(name)
+    block = "\n".join([begin, *lines, end]) + "\n"
+    text = path.read_text() if path.exists() else ""
+    old = kept_section(path, name)
+    if old:
+        text = text.replace(old, block)
+    elif before in text:
+        text = text.replace(before, block + "\n" + before, 1)
+    else:
+        text = text + ("\n" if text else "") + block
+    path.write_text(text)

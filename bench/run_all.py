@@ -35,8 +35,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench import scale
 from bench.harness import (
     SENTINEL,
+    JobRunner,
     cache_hit_rate,
     decision_span,
+    kept_section,
     log,
     make_topics,
     read_latencies,
@@ -54,6 +56,7 @@ from streams.tools.replayer import ReplayOptions, load_csv, replay
 from streams.tools.topics import TopicAdmin
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+READING = "## Reading these figures"
 EXACTLY_ONCE = "--processing-guarantee=exactly-once"
 
 
@@ -259,9 +262,11 @@ def _latency(
     labels: np.ndarray | None,
     rate: int,
     path: str,
+    job: JobRunner | None = None,
 ) -> dict[str, Any]:
-    """Offer ``rate`` tx/s for 10 s to a warmed-up scorer (or the relay, ``path``); a reader in
-    another process stamps each record as it is consumed."""
+    """Offer ``rate`` tx/s for 10 s to a warmed-up scorer (or the relay, ``path``; or ``job``, a
+    peer doing the same work, ``path`` naming it); a reader in another process stamps each
+    record as it is consumed."""
     topics = make_topics(bootstrap)
     count = int(rate * 10)
     out = f"/tmp/latency-{uuid.uuid4().hex[:6]}.npy"
@@ -269,7 +274,9 @@ def _latency(
     log(f"latency, {path}, at {rate:,} tx/s offered ({count:,} transactions, 3 s warm-up)")
     group = f"lat-{uuid.uuid4().hex[:6]}"
     service = (
-        relay(bootstrap, topics, group)
+        job(bootstrap, topics, group)
+        if job is not None
+        else relay(bootstrap, topics, group)
         if path == "relay"
         else scorer(
             bootstrap, topics, models_dir, group, *([EXACTLY_ONCE] if "exactly" in path else [])
@@ -505,9 +512,12 @@ def _write(results: dict[str, Any], path: Path) -> None:
             "",
         ]
     # The hand-written reading of the figures survives a re-run (update it when they move).
-    marker = "## Reading these figures"
-    kept = path.read_text().partition(marker) if path.exists() else ("", "", "")
-    path.write_text("\n".join(lines) + "\n" + (marker + kept[2] if kept[1] else ""))
+    # The section `make bench-peers` writes survives too.
+    peers = kept_section(path, "peers")
+    kept = path.read_text().partition(READING) if path.exists() else ("", "", "")
+    path.write_text(
+        "\n".join(lines) + "\n" + (peers and peers + "\n") + (READING + kept[2] if kept[1] else "")
+    )
 
 
 if __name__ == "__main__":
