@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint typecheck bench chaos system-deps clean
+.PHONY: demo test unit integration lint typecheck bench bench-peers chaos system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ demo: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench.run_all
+
+# The same job in sentry-arroyo and Quix Streams beside ours (~10 min); each peer in its own
+# virtualenv under .sentinel/bench-venvs/, built from bench/peers/requirements-*.txt on first use.
+bench-peers: $(STAMP) system-deps
+	$(BIN)/python -m bench.run_peers
 
 # The fault suite with bigger volumes and 15 s / 60 s broker outages (~15 min); rewrites the
 # figures in docs/reliability.md.
