@@ -281,9 +281,9 @@ def compare(
 
 
 def versions(peers: list[Peer], pythons: dict[str, Path]) -> dict[str, dict[str, str]]:
-    """Package versions per job: the project's venv for Sentinel, each peer's own venv."""
+    """Package versions: the project's venv for Sentinel, then each peer virtualenv's."""
     found = {OURS: {p: importlib.metadata.version(p) for p in SHARED_PACKAGES}}
-    for peer in peers:
+    for peer in {peer.venv: peer for peer in peers}.values():
         packages = [peer.framework, *SHARED_PACKAGES]
         script = (
             "import importlib.metadata as m, json, sys; "
@@ -292,7 +292,7 @@ def versions(peers: list[Peer], pythons: dict[str, Path]) -> dict[str, dict[str,
         out = subprocess.run(
             [pythons[peer.venv], "-c", script, *packages], check=True, capture_output=True
         )
-        found[peer.name] = json.loads(out.stdout)
+        found[f"{peer.venv} venv"] = json.loads(out.stdout)
     return found
 
 
@@ -316,8 +316,8 @@ def section(run: dict[str, Any]) -> list[str]:
         for name in drains
     }
     version_text = "; ".join(
-        f"{name}: " + ", ".join(f"{p} {v}" for p, v in found.items())
-        for name, found in run["versions"].items()
+        f"{venv}: " + ", ".join(f"{p} {v}" for p, v in found.items())
+        for venv, found in run["versions"].items()
     )
     lines = [
         "## Peers: the same job in sentry-arroyo and Quix Streams",
@@ -345,7 +345,7 @@ def section(run: dict[str, Any]) -> list[str]:
         agreement = (
             "(the reference)"
             if name == OURS
-            else f"{check['missing']:,} missing, max |p diff| "
+            else f"{check['missing']:,} missing, largest probability difference "
             f"{check['max_probability_difference']:.1g}, "
             f"{check['outcome_differences']:,} outcomes differ"
         )
@@ -371,6 +371,14 @@ def section(run: dict[str, Any]) -> list[str]:
         f"| {ours['cpu'] / median[name]['cpu']:.2f} | {ours['p99'] / median[name]['p99']:.2f} |"
         for name in peers
     ]
+    behind = [name for name in drains if median[name]["tx_per_s"] < run["rate"]]
+    if behind:
+        lines += [
+            "",
+            f"{', '.join(behind)} drained slower than the {run['rate']:,} tx/s offered in the "
+            "latency runs, so their latency there is the wait behind a growing backlog (see "
+            "the decisions read), not the job's latency at a rate it sustains.",
+        ]
     best = max(peers, key=lambda name: median[name]["tx_per_s"])
     lowest = min(peers, key=lambda name: median[name]["p99"])
     drain_ratio = ours["tx_per_s"] / median[best]["tx_per_s"]
