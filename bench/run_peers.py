@@ -116,7 +116,7 @@ def main() -> int:
     features, labels = load_csv(distinct_csv(args.messages))
     run: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M"),
-        "load": os.getloadavg()[0],
+        "load": [os.getloadavg()[0]],
         "messages": args.messages,
         "rounds": args.rounds,
         "rate": args.rate,
@@ -151,6 +151,7 @@ def main() -> int:
                     _latency(bootstrap, models_dir, features, labels, args.rate, name, job)
                 )
         run["checks"] = checks
+    run["load"].append(os.getloadavg()[0])
     lines = section(run)
     write_section(Path(args.out), "peers", lines, before=READING)
     print("\n".join(lines))
@@ -324,7 +325,8 @@ def section(run: dict[str, Any]) -> list[str]:
         "",
         f"Command: `make bench-peers` (`python -m bench.run_peers --messages {run['messages']} "
         f"--rounds {run['rounds']}`), run {run['started']} UTC.",
-        f"Machine: {_machine()}; load average {run['load']:.1f} when the run started.",
+        f"Machine: {_machine()}; 1-minute load average {run['load'][0]:.1f} at the start of "
+        f"the run, {run['load'][1]:.1f} at its end.",
         f"Versions (each peer in its own virtualenv): {version_text}.",
         "",
         "Every job consumes the same pre-filled topic of "
