@@ -14,12 +14,20 @@ import numpy as np
 import pytest
 
 from streams.config import TopicNames
-from tests.fixtures.faults import Audit, DedicatedBroker, Load, audit, create_topics
+from tests.fixtures.faults import (
+    RATE,
+    Audit,
+    DedicatedBroker,
+    Load,
+    audit,
+    broker_restart,
+    create_topics,
+    scale_1_to_3_to_1,
+)
 from tests.fixtures.scorer import ScorerLauncher
 
 pytestmark = pytest.mark.integration
 
-RATE = 150.0  # transactions per second, as in test_faults.py
 EOS = "--processing-guarantee=exactly-once"
 
 
@@ -53,19 +61,8 @@ def test_kill_9_three_times_with_restarts_under_the_same_id_decides_each_transac
 def test_scaling_1_to_3_to_1_under_load_decides_each_transaction_once(
     kafka_bootstrap: str, fault_topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
 ) -> None:
-    first = launcher.start(EOS, scorer_id="first")
-    load = Load(kafka_bootstrap, fault_topics.transactions, RATE, features).start()
-    first.wait_assigned()
-    extra = [launcher.start(EOS, scorer_id=f"extra-{k}") for k in range(2)]
-    for scorer in extra:
-        scorer.wait_assigned()
-    time.sleep(3)
-    codes = [scorer.terminate() for scorer in extra]
-    time.sleep(3)
-    result = audit(kafka_bootstrap, fault_topics.decisions, load.stop())
+    first, result = scale_1_to_3_to_1(kafka_bootstrap, fault_topics, launcher, features, EOS)
 
-    assert codes == [0, 0], [s.output()[-2000:] for s in extra]
-    assert all("everything acknowledged was committed" in s.output() for s in extra)
     assert_exactly_once(result)
     assert first.proc.poll() is None, first.output()[-3000:]
 
@@ -76,15 +73,7 @@ def test_broker_restart_decides_each_transaction_once(
     topics = create_topics(own_broker.bootstrap, "eos-restart")
     launcher = ScorerLauncher(own_broker.bootstrap, topics, models_dir, tmp_path)
     try:
-        scorer = launcher.start(EOS, scorer_id="steady")
-        load = Load(own_broker.bootstrap, topics.transactions, RATE, features).start()
-        scorer.wait_assigned()
-        time.sleep(3)
-        own_broker.stop()
-        time.sleep(8)  # longer than the 6 s session timeout: the member is expired meanwhile
-        own_broker.start()
-        time.sleep(10)
-        result = audit(own_broker.bootstrap, topics.decisions, load.stop())
+        scorer, result, _ = broker_restart(own_broker, launcher, topics, features, EOS)
 
         assert_exactly_once(result)
         assert scorer.proc.poll() is None, scorer.output()[-3000:]

@@ -20,19 +20,20 @@ import pytest
 
 from streams.config import TopicNames
 from tests.fixtures.faults import (
+    RATE,
     Audit,
     DedicatedBroker,
     Load,
     audit,
+    broker_restart,
     create_decisions_topic,
     create_topics,
     delete_topic,
+    scale_1_to_3_to_1,
 )
 from tests.fixtures.scorer import ScorerLauncher, ScorerProcess
 
 pytestmark = pytest.mark.integration
-
-RATE = 150.0  # transactions per second: enough to see a stall, cheap on a 2-core CI machine
 
 
 def assert_nothing_lost(result: Audit) -> None:
@@ -83,19 +84,8 @@ def test_kill_9_of_one_of_two_scorers_moves_its_partitions_and_loses_nothing(
 def test_scaling_1_to_3_to_1_under_load_loses_nothing(
     kafka_bootstrap: str, fault_topics: TopicNames, launcher: ScorerLauncher, features: np.ndarray
 ) -> None:
-    first = launcher.start(scorer_id="first")
-    load = Load(kafka_bootstrap, fault_topics.transactions, RATE, features).start()
-    first.wait_assigned()
-    extra = [launcher.start(scorer_id=f"extra-{k}") for k in range(2)]
-    for scorer in extra:
-        scorer.wait_assigned()
-    time.sleep(3)
-    codes = [scorer.terminate() for scorer in extra]
-    time.sleep(3)
-    result = audit(kafka_bootstrap, fault_topics.decisions, load.stop())
+    first, result = scale_1_to_3_to_1(kafka_bootstrap, fault_topics, launcher, features)
 
-    assert codes == [0, 0], [s.output()[-2000:] for s in extra]
-    assert all("everything acknowledged was committed" in s.output() for s in extra)
     assert_nothing_lost(result)
     assert first.proc.poll() is None
 
@@ -106,16 +96,7 @@ def test_broker_stop_and_start_on_the_same_address_the_same_scorer_resumes(
     topics = create_topics(own_broker.bootstrap, "restart")
     launcher = ScorerLauncher(own_broker.bootstrap, topics, models_dir, tmp_path)
     try:
-        scorer = launcher.start(scorer_id="steady")
-        load = Load(own_broker.bootstrap, topics.transactions, RATE, features).start()
-        scorer.wait_assigned()
-        time.sleep(3)
-        own_broker.stop()
-        time.sleep(8)  # longer than the 6 s session timeout: the member is expired meanwhile
-        own_broker.start()
-        back_at = time.time()
-        time.sleep(10)
-        result = audit(own_broker.bootstrap, topics.decisions, load.stop())
+        scorer, result, back_at = broker_restart(own_broker, launcher, topics, features)
 
         assert_nothing_lost(result)
         assert scorer.proc.poll() is None, "the scorer must ride out the outage by itself"
