@@ -42,6 +42,23 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+def distinct_source(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` synthetic transactions, no two feature rows alike (features, labels).
+
+    The replayer cycles through its source, and the decision cache is keyed by the feature row:
+    a source shorter than a drain would let the cache answer the repeats of an "all distinct"
+    workload (a 100k-row file gave 22.7% hits over 1M messages).
+    """
+    from schemas.features import FEATURE_NAMES
+    from training.synth import generate
+
+    frame = generate(rows=rows, seed=2026)
+    return (
+        frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64),
+        frame["Class"].to_numpy(dtype=np.int8),
+    )
+
+
 def make_topics(
     bootstrap: str, partitions: int = 6, decisions_config: dict[str, str] | None = None
 ) -> TopicNames:

@@ -38,6 +38,7 @@ from bench.harness import (
     JobRunner,
     cache_hit_rate,
     decision_span,
+    distinct_source,
     kept_section,
     log,
     make_topics,
@@ -52,7 +53,7 @@ from ops.kafka_broker import KAFKA_VERSION, provide_bootstrap
 from streams.cli._args import external_bootstrap
 from streams.config import KafkaSettings
 from streams.control.client import model_args
-from streams.tools.replayer import ReplayOptions, load_csv, replay
+from streams.tools.replayer import ReplayOptions, replay
 from streams.tools.topics import TopicAdmin
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -79,7 +80,9 @@ def main() -> int:
     if not (models_dir / "current").exists():
         log("no models/current: training the default model first")
         subprocess.run([*SENTINEL, "train", "--activate", f"--models-dir={models_dir}"], check=True)
-    features, labels = load_csv(_source_csv())
+    # Every drain, the long one included, cycles this source: 2M distinct rows keep a row from
+    # coming back before 2M others were decided (the cache holds ~10k).
+    features, labels = distinct_source(max(args.messages, 2_000_000))
     results: dict[str, Any] = {
         "messages": args.messages,
         "started": time.strftime("%Y-%m-%d %H:%M"),
@@ -174,18 +177,6 @@ def main() -> int:
     _write(results, Path(args.out))
     print(Path(args.out).read_text())
     return 0
-
-
-def _source_csv() -> Path:
-    for path in (Path("data/creditcard.csv"), Path("data/replay.csv")):
-        if path.exists():
-            return path
-    from training.synth import generate
-
-    path = Path("data/replay.csv")
-    path.parent.mkdir(exist_ok=True)
-    generate(rows=100_000, seed=2026).to_csv(path, index=False)
-    return path
 
 
 def _candidate(models_dir: Path) -> str | None:

@@ -47,6 +47,7 @@ from bench.harness import (
     JobRunner,
     cache_hit_rate,
     decision_window,
+    distinct_source,
     log,
     make_topics,
     scorer,
@@ -59,7 +60,7 @@ from ops.kafka_broker import provide_bootstrap
 from schemas.decision_codec import DECISION_OUTCOMES, decode_decision
 from streams.cli._args import external_bootstrap
 from streams.config import KafkaSettings, TopicNames
-from streams.tools.replayer import ReplayOptions, load_csv, replay
+from streams.tools.replayer import ReplayOptions, replay
 from streams.tools.topics import TopicAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +114,7 @@ def main() -> int:
     ours = SentinelJob(models_dir)
     jobs: dict[str, JobRunner] = {OURS: ours}
     jobs.update({peer.name: peer_job(peer, pythons[peer.venv], models_dir) for peer in peers})
-    features, labels = load_csv(distinct_csv(args.messages))
+    features, labels = distinct_source(args.messages)
     run: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M"),
         "load": [os.getloadavg()[0]],
@@ -156,18 +157,6 @@ def main() -> int:
     write_section(Path(args.out), "peers", lines, before=READING)
     print("\n".join(lines))
     return 0
-
-
-def distinct_csv(rows: int) -> Path:
-    """A synthetic source of ``rows`` rows, so no feature row repeats within a drain (the
-    replayer cycles through its source): Sentinel's content-keyed cache gets no help."""
-    path = ROOT / "data" / f"peers-{rows}.csv"
-    if not path.exists():
-        from training.synth import generate
-
-        path.parent.mkdir(exist_ok=True)
-        generate(rows=rows, seed=2026).to_csv(path, index=False)
-    return path
 
 
 def peer_python(venv_name: str) -> Path:
