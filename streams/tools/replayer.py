@@ -192,8 +192,12 @@ def replay(
     recent: list[tuple[bytes, bytes]] = []
     began = time.monotonic()
     meter = _Progress(total) if progress else None
-    pca = features[:, :N_PCA_FEATURES].tolist()
-    amounts = features[:, N_PCA_FEATURES].tolist()
+    # Row i is source row i % n_rows: only the first `total` rows of a longer source are read
+    # (as Python floats, the replay loop's currency; a 2M-row source made into lists whole held
+    # 58M objects, and the collector's pauses delayed records already stamped).
+    used = features[: min(total, n_rows)]
+    pca = used[:, :N_PCA_FEATURES].tolist()
+    amounts = used[:, N_PCA_FEATURES].tolist()
     for i in range(total):
         row = i % n_rows
         if recent and kinds[i] < options.duplicate_fraction:
