@@ -108,6 +108,9 @@ def main() -> int:
             ReplayOptions(count=args.messages, duplicate_fraction=0.99, seed=2),
             True,
         )
+        # Not recorded: right after the pre-fill the broker is still flushing, and the first
+        # drain of a run measured ~25% below the later 1-worker drains.
+        _drain(bootstrap, distinct, models_dir, "warm-up", args.messages, 1)
         drains = results["drain"] = []
         for workers in (1, 2):
             for name, topic in (("all distinct", distinct), ("99% cache hits", hot)):
@@ -365,24 +368,32 @@ def _machine() -> str:
 def _goals(results: dict[str, Any]) -> list[str]:
     """The issue's goals against this run's figures (computed, not hand-written)."""
 
-    def drain(workload: str) -> float:
-        return float(max(d["tx_per_s"] for d in results["drain"] if d["workload"] == workload))
+    def drain(workload: str, workers: int = 1) -> float:
+        return float(
+            next(
+                d["tx_per_s"]
+                for d in results["drain"]
+                if d["workload"] == workload and d["workers"] == workers
+            )
+        )
 
     def latency(path: str, rate: int) -> dict[str, Any]:
         return next(r for r in results["latency"] if r["offered"] == rate and r["path"] == path)
 
     at_10k, floor_10k = latency("scorer", 10_000), latency("relay", 10_000)
     over_floor = at_10k["p99"] - floor_10k["p99"]
+    best = max(drain("all distinct", workers) for workers in (1, 2))
+    hot = max(drain("99% cache hits", workers) for workers in (1, 2))
     drift_on, drift_off = drain("all distinct"), drain("all distinct, drift off")
     eos = drain("all distinct, exactly-once")
     eos_10k = latency("scorer, exactly-once", 10_000)
     rows = [
-        ("drain, all distinct", ">= 50,000 tx/s", f"{drift_on:,.0f} tx/s", drift_on >= 50_000),
+        ("drain, all distinct", ">= 50,000 tx/s", f"{best:,.0f} tx/s", best >= 50_000),
         (
             "drain, 99% cache hits",
             ">= 100,000 tx/s",
-            f"{drain('99% cache hits'):,.0f} tx/s",
-            drain("99% cache hits") >= 100_000,
+            f"{hot:,.0f} tx/s",
+            hot >= 100_000,
         ),
         ("p99 at 10k tx/s offered", "<= 20 ms", f"{at_10k['p99']:.1f} ms", at_10k["p99"] <= 20),
         (
