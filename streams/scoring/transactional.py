@@ -68,6 +68,8 @@ ABORT_TIMEOUT_S: Final[float] = 120.0
 # Abort -> rewind -> decide again, this many times in a row without one commit: a record the
 # broker refuses every time (too large, no such topic) must stop the scorer, not loop forever.
 MAX_CONSECUTIVE_ABORTS: Final[int] = 10
+# A retriable call refused at once (another transactional call in progress) waits this long.
+RETRY_PAUSE_S: Final[float] = 0.05
 
 
 class TransactionFenced(SentinelError):
@@ -187,16 +189,19 @@ class Transactions:
         span = min(MAX_TRANSACTION_S, max(MIN_TRANSACTION_S, COMMIT_EVERY * self._last_commit_s))
         return caught_up or self._clock() - self._opened_at >= span
 
-    def commit(self, timeout_s: float = TRANSACTION_TIMEOUT_MS / 1000) -> bool:
+    def commit(self, timeout_s: float | None = None) -> bool:
         """Offsets into the transaction, then commit it; True if committed (or nothing open).
 
-        An abortable error aborts and rewinds (False); a retriable one (a timeout, the
-        coordinator moving) is retried until ``timeout_s`` is spent, then aborted.
+        An abortable error aborts and rewinds (False). A retriable one (a timeout: the broker or
+        the coordinator is away) is resumed until the call finishes, or until ``timeout_s`` (the
+        shutdown's share) or the give-up signal: librdkafka refuses an abort while a commit is
+        still in progress, so such a transaction is left to the coordinator, which aborts it
+        after ``TRANSACTION_TIMEOUT_MS`` or when this instance's successor starts (False).
         """
         if not self._open:
             return True
         began = self._clock()
-        deadline = began + timeout_s
+        deadline = began + timeout_s if timeout_s is not None else float("inf")
         try:
             if self._next_offsets:
                 self._retry(
@@ -209,6 +214,14 @@ class Transactions:
                 )
             self._retry(self._producer.commit_transaction, deadline)
         except KafkaException as exc:
+            if _in_progress(exc):
+                log.error(
+                    "transaction left to the coordinator, its commit still in progress: %s",
+                    _error(exc),
+                )
+                self._reset()
+                self.aborted += 1
+                return False
             log.warning("transaction not committed, aborting it: %s", _error(exc))
             self.abort()
             return False
@@ -280,6 +293,7 @@ class Transactions:
         Raises :class:`TransactionFenced` on a fatal error, KafkaException otherwise.
         """
         while True:
+            called = self._clock()
             try:
                 call(min(CALL_SLICE_S, max(0.1, deadline - self._clock())))
                 return
@@ -300,6 +314,8 @@ class Transactions:
                 ):
                     raise
                 log.info("transaction call failed, retrying: %s", _error(exc))
+                if self._clock() - called < RETRY_PAUSE_S:  # refused at once: do not spin
+                    time.sleep(RETRY_PAUSE_S)
 
 
 def finish_transaction(
@@ -321,6 +337,12 @@ def finish_transaction(
     committed = transactions.commit(budget_s * COMMIT_SHARE)
     telemetry.flush(max(0.0, began + budget_s * COMMIT_SHARE - time.monotonic()))
     return (0, {}, began + budget_s) if committed else (in_flight, offsets, began + budget_s)
+
+
+def _in_progress(exc: KafkaException) -> bool:
+    """A retriable error that needs no abort: the call is still running inside librdkafka."""
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    return error is not None and error.retriable() and not error.txn_requires_abort()
 
 
 def _error(exc: KafkaException) -> str:

@@ -29,7 +29,7 @@ from schemas.drift_baseline import DriftBaseline, build_baseline
 from schemas.drift_codec import DriftSnapshot, decode_snapshot
 from schemas.errors import DeliveryError, DlqLimitExceeded, SchemaRegistryUnavailable
 from schemas.features import N_FEATURES, N_PCA_FEATURES
-from schemas.transaction_codec import encode_transaction
+from schemas.transaction_codec import decode_transactions, encode_transaction
 from streams.config import KafkaSettings, TopicNames
 from streams.control.plane import ControlPlaneFailed
 from streams.drift.monitor import DriftConfig
@@ -43,7 +43,13 @@ TOPICS = TopicNames(
     transactions="tx", decisions="dec", drift="drift", control="ctl", control_events="ev", dlq="dlq"
 )
 # A minute ago: inside the scorer's event-time window (older ones are refused as absurd).
-EVENT_TIME_MS = int(time.time() * 1000) - 60_000
+EVENT_AGE_MS = 60_000
+
+
+def event_time_ms() -> int:
+    """A minute ago, read when the transaction is made (collection may be long before a test
+    runs: CI collected this module 17 minutes before it ran)."""
+    return int(time.time() * 1000) - EVENT_AGE_MS
 
 
 # --- fakes -------------------------------------------------------------------------------------
@@ -336,7 +342,7 @@ def transaction(i: int, fraud_probability: float = 0.1, card: str | None = None)
         {
             "transaction_id": f"tx-{i}",
             "card_id": card or f"card-{i}",
-            "event_time": EVENT_TIME_MS + i,
+            "event_time": event_time_ms() + i,
             "amount": 10.0 + i,
             "features": features,
         }
@@ -386,7 +392,8 @@ def test_each_transaction_gets_one_decision_keyed_by_card_with_its_lineage(
         assert (d["block_threshold"], d["review_threshold"]) == (0.8, 0.5)
         assert d["batch_size"] == 3 and d["cache_hit"] is False
     assert decisions[1]["fraud_probability"] == pytest.approx(0.6)
-    assert decisions[2]["event_time"] == EVENT_TIME_MS + 3
+    sent_event_time = decode_transactions([messages[2].payload])[0].event_time_ms[0]
+    assert decisions[2]["event_time"] == sent_event_time
     # the consumer commits the next offset of each partition, once
     assert h.consumer.committed_offsets()[-1] == {("tx", 0): 42, ("tx", 3): 8}
     assert h.metric("sentinel_decisions_total", variant="A", model_version="v1", decision="BLOCK")

@@ -140,6 +140,52 @@ def test_a_retriable_commit_is_resumed_not_aborted(parts: Any) -> None:
     assert len(committed) == 1
 
 
+def timed_out() -> KafkaError:
+    return KafkaError(KafkaError._TIMED_OUT, "timed out, retry call to resume", retriable=True)
+
+
+def test_a_broker_outage_longer_than_the_transaction_timeout_resumes_the_commit() -> None:
+    """librdkafka refuses an abort while a commit is in progress: the commit is resumed until
+    the broker answers (here: the coordinator had aborted it meanwhile), never abandoned for an
+    abort that cannot run (that spun for 120 s, then stopped the scorer)."""
+    producer, consumer, clock = FakeTransactionalProducer(), FakeConsumer([0]), Clock()
+    txns = Transactions(producer, consumer, clock=clock)
+    outage = [timed_out() for _ in range(30)]
+    producer.fail["commit"] = [*outage, abortable()]
+    original = producer.commit_transaction
+
+    def slow_commit(timeout: float) -> None:
+        clock.now += timeout  # each resumed call waits its whole slice
+        original(timeout)
+
+    producer.commit_transaction = slow_commit  # type: ignore[method-assign]
+    txns.begin({("tx", 0): 4})
+    txns.add(batch({0: 9}))
+
+    assert txns.commit() is False
+    assert producer.calls.count("commit") == 31  # 30 s of outage, then the abortable answer
+    assert producer.calls[-1] == "abort" and consumer.seeks == [("tx", 0, 4)]
+
+
+def test_out_of_shutdown_budget_the_transaction_is_left_to_the_coordinator() -> None:
+    producer, consumer, clock = FakeTransactionalProducer(), FakeConsumer([0]), Clock()
+    txns = Transactions(producer, consumer, clock=clock, give_up=lambda: clock.now > 105)
+    producer.fail["commit"] = [timed_out() for _ in range(100)]
+    original = producer.commit_transaction
+
+    def slow_commit(timeout: float) -> None:
+        clock.now += timeout
+        original(timeout)
+
+    producer.commit_transaction = slow_commit  # type: ignore[method-assign]
+    txns.begin({("tx", 0): 4})
+    txns.add(batch({0: 9}))
+
+    assert txns.commit() is False
+    assert "abort" not in producer.calls  # refused while the commit runs: not attempted
+    assert len(txns) == 0
+
+
 def test_a_fenced_producer_raises_instead_of_committing(parts: Any) -> None:
     producer, _, committed, txns = parts
     producer.fail["commit"] = [KafkaError(KafkaError._FENCED, "fenced", fatal=True)]
