@@ -247,6 +247,11 @@ def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
     return count, last - first
 
 
+def committed_count(admin: TopicAdmin, group: str, topic: str) -> int:
+    """How many offsets ``group`` has committed on ``topic`` (summed over partitions)."""
+    return sum(max(o, 0) for o in admin.committed(group, topic).values())
+
+
 def wait_for_commit(
     bootstrap: str,
     group: str,
@@ -261,7 +266,7 @@ def wait_for_commit(
     """
     began = time.monotonic()
     admin = TopicAdmin(KafkaSettings(bootstrap))
-    while sum(max(o, 0) for o in admin.committed(group, topic).values()) < total:
+    while committed_count(admin, group, topic) < total:
         if time.monotonic() - began > timeout_s:
             raise RuntimeError(f"group {group} did not commit {total} offsets in {timeout_s} s")
         if proc is not None and proc.poll() is not None:

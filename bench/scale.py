@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import cache_hit_rate, log, make_topics, scorer
+from bench.harness import cache_hit_rate, committed_count, log, make_topics, scorer
 from streams.config import KafkaSettings
 from streams.tools.replayer import ReplayOptions, replay
 from streams.tools.topics import TopicAdmin
@@ -41,10 +41,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def _committed(admin: TopicAdmin, group: str, topic: str) -> int:
-    return sum(max(o, 0) for o in admin.committed(group, topic).values())
 
 
 def cost_table(
@@ -84,7 +80,7 @@ def _measure(
     with scorer(bootstrap, topics, models_dir, group, *extra) as proc:
         pid = proc.proc.pid
         cpu0, began = cpu_seconds(pid), time.monotonic()
-        while (done := _committed(admin, group, source)) < count:
+        while (done := committed_count(admin, group, source)) < count:
             time.sleep(0.2)
         cpu, seconds = cpu_seconds(pid) - cpu0, time.monotonic() - began
         hits = cache_hit_rate(proc)
@@ -115,7 +111,9 @@ def long_drain(
         pid = proc.proc.pid
         last_at, last_cpu, last_done = time.monotonic(), cpu_seconds(pid), 0
         for million in range(1, messages // 1_000_000 + 1):
-            while (done := _committed(admin, group, topics.transactions)) < million * 1_000_000:
+            while (
+                done := committed_count(admin, group, topics.transactions)
+            ) < million * 1_000_000:
                 time.sleep(0.1)
             now, cpu = time.monotonic(), cpu_seconds(pid)
             rows.append(

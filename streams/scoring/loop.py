@@ -393,11 +393,12 @@ class Scorer:
             schema_id=self._output_ids.decision if self._output_ids else None,
         )
         t3 = clock()
-        pending = PendingBatch(self._next_offsets(partitions, offsets), batch.event_time_ms)
+        first_offsets, next_offsets = self._offset_bounds(partitions, offsets)
+        pending = PendingBatch(next_offsets, batch.event_time_ms)
         pending.outstanding = len(decisions) + len(poisons)
         self._count_outcomes(pending, scored.variant, scored.model_versions, scored.outcome)
         if self._transactions is not None:
-            self._transactions.begin(self._first_offsets(partitions, offsets))
+            self._transactions.begin(first_offsets)
         self._produce_batch(
             cfg.topics.decisions,
             [{"value": v, "key": k} for v, k in zip(decisions, batch.card_ids, strict=True)],
@@ -515,25 +516,18 @@ class Scorer:
             )
             self._metrics.dlq.labels(poison.kind).inc()
 
-    def _next_offsets(
+    def _offset_bounds(
         self, partitions: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
-    ) -> dict[tuple[str, int], int]:
-        """Per partition, the offset to commit once the batch is acknowledged (last + 1)."""
+    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """Per partition: the batch's first offset (where an aborted transaction rewinds to) and
+        the offset to commit once the batch is acknowledged (last + 1)."""
         topic = self.config.topics.transactions
-        return {
-            (topic, partition): int(offsets[partitions == partition].max()) + 1
-            for partition in np.unique(partitions).tolist()
-        }
-
-    def _first_offsets(
-        self, partitions: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
-    ) -> dict[tuple[str, int], int]:
-        """Per partition, the batch's first offset (where an aborted transaction rewinds to)."""
-        topic = self.config.topics.transactions
-        return {
-            (topic, partition): int(offsets[partitions == partition].min())
-            for partition in np.unique(partitions).tolist()
-        }
+        first, after = {}, {}
+        for partition in np.unique(partitions).tolist():
+            mine = offsets[partitions == partition]
+            first[(topic, partition)] = int(mine.min())
+            after[(topic, partition)] = int(mine.max()) + 1
+        return first, after
 
     def _out_of_time(self) -> bool:
         """After stop(), once the shutdown budget is spent: stop retrying transaction calls."""
