@@ -221,21 +221,29 @@ class Scorer:
         self._consumer = Consumer(
             {**config.consumer_settings(), "on_commit": self._on_commit, "stats_cb": self._on_stats}
         )
-        self._transactions: Transactions | None = None
+        self._transactions: Transactions[Producer] | None = None
+        self._telemetry = Producer(config.producer_settings())
         if config.processing_guarantee == "exactly-once":
-            txn_id = transactional_id(config.group_id, config.scorer_id)
-            self._producer = Producer(transactional_settings(config.producer_settings(), txn_id))
-            self._telemetry = Producer(config.producer_settings())
-            self._transactions = Transactions(
-                self._producer, self._consumer, self._on_batch_acked, give_up=self._out_of_time
+            settings = transactional_settings(
+                config.producer_settings(), transactional_id(config.group_id, config.scorer_id)
             )
-        else:
-            self._producer = self._telemetry = Producer(config.producer_settings())
+            self._transactions = Transactions(
+                lambda: Producer(settings),
+                self._consumer,
+                self._on_batch_acked,
+                give_up=self._out_of_time,
+            )
         self._tracker = CommitTracker(self._consumer, self._producer, self._on_batch_acked)
         self._registry_wait = RegistryWait(self._consumer, metrics.schema_registry_errors.inc)
         self._drift: dict[str, DriftMonitor] = {}  # by variant
         self._next_lag_check = 0.0
         self._failed = False
+
+    @property
+    def _producer(self) -> Producer:
+        """Decisions and DLQ records go here: with exactly-once the current transactional
+        producer (replaced if it hangs), else the one producer that also carries telemetry."""
+        return self._telemetry if self._transactions is None else self._transactions.producer
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch and shut down cleanly (thread-safe)."""
@@ -483,7 +491,8 @@ class Scorer:
             raise _ShutdownDuringProduce() from None
         self.progress.loop_turned()  # waiting on the broker, not stuck
         (producer or self._producer).poll(0.05)
-        self._tracker.commit_ready()
+        if self._transactions is None:
+            self._tracker.commit_ready()
 
     def _dead_letter(
         self,

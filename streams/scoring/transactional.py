@@ -17,6 +17,18 @@ The transaction lifecycle of librdkafka's transactional producer (KIP-98, KIP-44
   the aborted records are never seen by ``read_committed`` readers and are decided again.
   A fatal error (the producer was fenced by a newer instance with the same id) raises
   :class:`TransactionFenced`: this process must stop, it is the zombie.
+* a stuck producer: librdkafka can stop reaching the coordinators after a broker restart.
+  ``send_offsets_to_transaction`` waits for the group coordinator without a timeout and can
+  wait forever (its coordinator lookup, failed with e.g. COORDINATOR_LOAD_IN_PROGRESS, is
+  retried only on a broker state change that a single healthy broker never makes again:
+  librdkafka issues #5456, #5511), and AddOffsetsToTxn can sit in the queue of a coordinator
+  connection that never comes back, timing out every 10 s, and so can an abort (all three
+  seen in the broker-restart test: nothing more was ever decided). The call runs on a helper
+  thread; a commit or abort still hanging, or still failing, ``HUNG_AFTER_S`` after it began
+  means the producer is stuck: it is abandoned and a new
+  one with the same ``transactional.id`` started: its ``init_transactions`` fences the old one
+  and completes the transaction it left open (an abort, or the commit if ``EndTxn`` had
+  reached the coordinator), and the consumer is rewound to the offsets the group then holds.
 
 Nothing here commits consumer offsets directly: with exactly-once they travel only inside the
 transaction (the :class:`~streams.scoring.delivery.CommitTracker`'s commit path is not used).
@@ -25,9 +37,10 @@ transaction (the :class:`~streams.scoring.delivery.CommitTracker`'s commit path 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -70,10 +83,20 @@ ABORT_TIMEOUT_S: Final[float] = 120.0
 MAX_CONSECUTIVE_ABORTS: Final[int] = 10
 # A retriable call refused at once (another transactional call in progress) waits this long.
 RETRY_PAUSE_S: Final[float] = 0.05
+# A commit still hanging, or still failing, this long after it began: the producer is stuck (see
+# the module doc). A healthy call returns within its request timeout (seen: 10 s during an
+# outage); by twice the transaction timeout the coordinator has aborted the transaction anyway.
+HUNG_AFTER_S: Final[float] = 2 * TRANSACTION_TIMEOUT_MS / 1000
+# Reading the group's committed offsets once the broker answers again.
+COMMITTED_TIMEOUT_S: Final[float] = 30.0
 
 
 class TransactionFenced(SentinelError):
     """A newer producer with this instance's transactional id exists: this process is a zombie."""
+
+
+class _ProducerStuck(Exception):
+    """A commit hangs or keeps failing long after it began (see the module doc)."""
 
 
 class TransactionalProducer(Protocol):
@@ -88,12 +111,18 @@ class TransactionalProducer(Protocol):
     def abort_transaction(self, timeout: float) -> None: ...
 
 
+P = TypeVar("P", bound=TransactionalProducer)
+
+
 class GroupConsumer(Protocol):
     """The consumer calls a transaction needs: group metadata, and a rewind after an abort."""
 
     def consumer_group_metadata(self) -> Any: ...
     def assignment(self) -> list[TopicPartition]: ...
     def seek(self, partition: TopicPartition) -> None: ...
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float
+    ) -> list[TopicPartition]: ...
 
 
 def transactional_id(group_id: str, scorer_id: str) -> str:
@@ -112,7 +141,7 @@ def transactional_settings(producer_settings: dict[str, Any], txn_id: str) -> di
     }
 
 
-class Transactions:
+class Transactions(Generic[P]):
     """One open transaction at a time over the scorer's producer and consumer.
 
     Not thread-safe: every call runs on the scoring thread (rebalance callbacks included, which
@@ -123,13 +152,15 @@ class Transactions:
 
     def __init__(
         self,
-        producer: TransactionalProducer,
+        new_producer: Callable[[], P],
         consumer: GroupConsumer,
         on_committed: Callable[[PendingBatch], None] = lambda batch: None,
         give_up: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._producer = producer
+        self._new_producer = new_producer
+        self.producer = new_producer()  # replaced when it hangs: read it, never keep it
+        self._abandoned: list[P] = []  # hung ones, kept from destruction
         self._consumer = consumer
         self._on_committed = on_committed
         self._last_commit_s = 0.0
@@ -151,7 +182,7 @@ class Transactions:
     def start(self, timeout_s: float) -> None:
         """``init_transactions``: fence this id's zombie; raises TransactionFenced if fatal."""
         try:
-            self._retry(self._producer.init_transactions, self._clock() + timeout_s)
+            self._retry(self.producer.init_transactions, self._clock() + timeout_s)
         except KafkaException as exc:
             raise SentinelError(f"cannot initialise transactions: {_error(exc)}") from exc
 
@@ -162,7 +193,7 @@ class Transactions:
         each partition to the first offset of the open transaction).
         """
         if not self._open:
-            self._retry(lambda _timeout: self._producer.begin_transaction(), self._clock())
+            self._retry(lambda _timeout: self.producer.begin_transaction(), self._clock())
             self._open = True
             self._opened_at = self._clock()
         for key, offset in first_offsets.items():
@@ -202,17 +233,18 @@ class Transactions:
             return True
         began = self._clock()
         deadline = began + timeout_s if timeout_s is not None else float("inf")
+        stuck_at = began + HUNG_AFTER_S
         try:
             if self._next_offsets:
-                self._retry(
-                    lambda left: self._producer.send_offsets_to_transaction(
-                        [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()],
-                        self._consumer.consumer_group_metadata(),
-                        left,
-                    ),
-                    deadline,
-                )
-            self._retry(self._producer.commit_transaction, deadline)
+                self._retry(self._send_offsets, deadline, stuck_at)
+            self._retry(self.producer.commit_transaction, deadline, stuck_at)
+        except _ProducerStuck as exc:
+            first_offsets = dict(self._first_offsets)
+            self._reset()
+            self.aborted += 1
+            self._aborts_in_a_row += 1
+            self._start_over(exc, first_offsets, rewind=True)
+            return False
         except KafkaException as exc:
             if _in_progress(exc):
                 log.error(
@@ -240,7 +272,8 @@ class Transactions:
 
         The abort is retried while retriable within ``timeout_s``; if it still has not finished,
         the coordinator aborts the transaction after ``TRANSACTION_TIMEOUT_MS`` anyway, or at
-        once when this instance's successor calls ``init_transactions``.
+        once when this instance's successor calls ``init_transactions``. With ``rewind``, an
+        abort still failing after ``HUNG_AFTER_S`` replaces the stuck producer (module doc).
         """
         if not self._open:
             return
@@ -248,13 +281,18 @@ class Transactions:
         self._reset()
         self.aborted += 1
         self._aborts_in_a_row += 1
+        began = self._clock()
         try:
-            self._retry(self._producer.abort_transaction, self._clock() + timeout_s)
+            # a failing scorer (no rewind) stops within timeout_s instead of starting over
+            stuck_at = began + HUNG_AFTER_S if rewind else float("inf")
+            self._retry(self.producer.abort_transaction, began + timeout_s, stuck_at)
+            if rewind:
+                self._rewind(rewind_to)
+        except _ProducerStuck as exc:
+            self._start_over(exc, rewind_to, rewind)
         except KafkaException as exc:
             log.error("transaction abort did not finish: %s", _error(exc))
             raise SentinelError(f"transaction abort failed: {_error(exc)}") from exc
-        if rewind:
-            self._rewind(rewind_to)
         if self._aborts_in_a_row >= MAX_CONSECUTIVE_ABORTS:
             raise DeliveryError(
                 f"{self._aborts_in_a_row} transactions aborted in a row without a commit; "
@@ -270,6 +308,72 @@ class Transactions:
             log.warning("aborting the open transaction: partitions %s were lost", sorted(lost))
             self._first_offsets = {k: v for k, v in self._first_offsets.items() if k not in lost}
             self.abort()
+
+    def _send_offsets(self, timeout_s: float) -> None:
+        """``send_offsets_to_transaction`` on a helper thread; raises _ProducerStuck past
+        ``timeout_s + HUNG_AFTER_S`` (the call's own timeout does not bound it)."""
+        positions = [TopicPartition(t, p, o) for (t, p), o in self._next_offsets.items()]
+        metadata = self._consumer.consumer_group_metadata()
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                self.producer.send_offsets_to_transaction(positions, metadata, timeout_s)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the scoring thread below
+                outcome.append(exc)
+
+        helper = threading.Thread(target=call, name="send-offsets", daemon=True)
+        helper.start()
+        helper.join(timeout_s + HUNG_AFTER_S)
+        if not outcome:
+            raise _ProducerStuck(
+                f"send_offsets_to_transaction has not returned {timeout_s + HUNG_AFTER_S:.0f} s "
+                "after it was called (librdkafka's group coordinator lookup hangs)"
+            )
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def _start_over(
+        self, stuck: _ProducerStuck, first_offsets: dict[tuple[str, int], int], rewind: bool
+    ) -> None:
+        """A stuck producer: a new one in its place; (``rewind``) the consumer to where the
+        group stands once the new producer has completed the old transaction."""
+        log.error("%s; a new transactional producer takes its place", stuck)
+        self._replace_producer()
+        if rewind:
+            self._rewind(self._committed_or(first_offsets))
+
+    def _replace_producer(self) -> None:
+        """A new producer with the same transactional id; its ``init_transactions`` fences the
+        stuck one and completes the transaction that one left open. Retried while the broker is
+        away, until the shutdown budget is spent."""
+        self._abandoned.append(self.producer)
+        self.producer = self._new_producer()
+        try:
+            self._retry(self.producer.init_transactions, float("inf"))
+        except KafkaException as exc:
+            raise SentinelError(
+                f"cannot initialise the replacement transactional producer: {_error(exc)}"
+            ) from exc
+
+    def _committed_or(
+        self, first_offsets: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """Where the group stands on these partitions now that their transaction is complete:
+        its committed offset (the first offset again if it was aborted, the next one if it was
+        committed), or, with none committed yet, the transaction's first offset."""
+        partitions = [TopicPartition(t, p) for t, p in first_offsets]
+        try:
+            committed = self._consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as exc:
+            raise SentinelError(f"cannot read the committed offsets: {_error(exc)}") from exc
+        return {
+            (tp.topic, tp.partition): tp.offset
+            if tp.offset >= 0
+            else first_offsets[(tp.topic, tp.partition)]
+            for tp in committed
+        }
 
     def _rewind(self, first_offsets: dict[tuple[str, int], int]) -> None:
         assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
@@ -287,10 +391,13 @@ class Transactions:
         self._next_offsets = {}
         self._first_offsets = {}
 
-    def _retry(self, call: Callable[[float], None], deadline: float) -> None:
+    def _retry(
+        self, call: Callable[[float], None], deadline: float, stuck_at: float = float("inf")
+    ) -> None:
         """``call(timeout)`` until it succeeds; retriable errors again until ``deadline``.
 
-        Raises :class:`TransactionFenced` on a fatal error, KafkaException otherwise.
+        Raises :class:`TransactionFenced` on a fatal error, _ProducerStuck on a retriable one
+        after ``stuck_at``, KafkaException otherwise.
         """
         while True:
             called = self._clock()
@@ -313,13 +420,17 @@ class Transactions:
                     or self._give_up()
                 ):
                     raise
+                if self._clock() >= stuck_at:
+                    raise _ProducerStuck(
+                        f"still failing {HUNG_AFTER_S:.0f} s after the call began: {_error(exc)}"
+                    ) from exc
                 log.info("transaction call failed, retrying: %s", _error(exc))
                 if self._clock() - called < RETRY_PAUSE_S:  # refused at once: do not spin
                     time.sleep(RETRY_PAUSE_S)
 
 
 def finish_transaction(
-    consumer: Consumer, transactions: Transactions, telemetry: Producer, budget_s: float
+    consumer: Consumer, transactions: Transactions[Producer], telemetry: Producer, budget_s: float
 ) -> tuple[int, dict[tuple[str, int], int], float]:
     """Shutdown with exactly-once: commit the open transaction within ``COMMIT_SHARE`` of the
     budget (fetching paused first), then flush the telemetry producer (drift snapshots).

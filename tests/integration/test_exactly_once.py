@@ -67,12 +67,6 @@ def test_scaling_1_to_3_to_1_under_load_decides_each_transaction_once(
     assert first.proc.poll() is None, first.output()[-3000:]
 
 
-@pytest.mark.xfail(
-    reason="known open bug (issue 15 note): after an 8 s broker outage the open transaction's "
-    "records fail delivery, it is aborted and rewound, then the member is expired; decisions "
-    "can go missing. Passes sometimes; not fixed this session.",
-    strict=False,
-)
 def test_broker_restart_decides_each_transaction_once(
     own_broker: DedicatedBroker, models_dir: Path, tmp_path: Path, features: np.ndarray
 ) -> None:

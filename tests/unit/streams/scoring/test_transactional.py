@@ -3,6 +3,7 @@ consumer: what commits, what an abort rewinds, when a fenced producer stops the 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,14 @@ class FakeConsumer:
     def seek(self, partition: TopicPartition) -> None:
         self.seeks.append((partition.topic, partition.partition, partition.offset))
 
+    committed_offsets: dict[int, int] = {}  # noqa: RUF012 (read-only default: none committed)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self.committed_offsets.get(tp.partition, -1001))
+            for tp in partitions
+        ]
+
 
 def abortable() -> KafkaError:
     return KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
@@ -87,11 +96,25 @@ class Clock:
         return self.now
 
 
+def slowed(
+    producer: FakeTransactionalProducer, call: str, clock: Clock, seconds: float = 0
+) -> None:
+    """Each ``call`` advances the clock by ``seconds``, or by its whole timeout (a call that
+    waits its slice out) when ``seconds`` is 0."""
+    original = getattr(producer, call)
+
+    def slow(timeout: float) -> None:
+        clock.now += seconds or timeout
+        original(timeout)
+
+    setattr(producer, call, slow)
+
+
 @pytest.fixture
 def parts() -> tuple[FakeTransactionalProducer, FakeConsumer, list[PendingBatch], Transactions]:
     producer, consumer = FakeTransactionalProducer(), FakeConsumer([0, 1])
     committed: list[PendingBatch] = []
-    return producer, consumer, committed, Transactions(producer, consumer, committed.append)
+    return producer, consumer, committed, Transactions(lambda: producer, consumer, committed.append)
 
 
 def test_the_transactional_id_is_stable_per_group_and_scorer() -> None:
@@ -149,35 +172,24 @@ def test_a_broker_outage_longer_than_the_transaction_timeout_resumes_the_commit(
     the broker answers (here: the coordinator had aborted it meanwhile), never abandoned for an
     abort that cannot run (that spun for 120 s, then stopped the scorer)."""
     producer, consumer, clock = FakeTransactionalProducer(), FakeConsumer([0]), Clock()
-    txns = Transactions(producer, consumer, clock=clock)
-    outage = [timed_out() for _ in range(30)]
+    txns = Transactions(lambda: producer, consumer, clock=clock)
+    seconds = int(transactional.HUNG_AFTER_S) - 5  # shorter than a stuck producer's limit
+    outage = [timed_out() for _ in range(seconds)]
     producer.fail["commit"] = [*outage, abortable()]
-    original = producer.commit_transaction
-
-    def slow_commit(timeout: float) -> None:
-        clock.now += timeout  # each resumed call waits its whole slice
-        original(timeout)
-
-    producer.commit_transaction = slow_commit  # type: ignore[method-assign]
+    slowed(producer, "commit_transaction", clock)  # each resumed call waits its whole slice
     txns.begin({("tx", 0): 4})
     txns.add(batch({0: 9}))
 
     assert txns.commit() is False
-    assert producer.calls.count("commit") == 31  # 30 s of outage, then the abortable answer
+    assert producer.calls.count("commit") == seconds + 1  # the outage, then the abortable answer
     assert producer.calls[-1] == "abort" and consumer.seeks == [("tx", 0, 4)]
 
 
 def test_out_of_shutdown_budget_the_transaction_is_left_to_the_coordinator() -> None:
     producer, consumer, clock = FakeTransactionalProducer(), FakeConsumer([0]), Clock()
-    txns = Transactions(producer, consumer, clock=clock, give_up=lambda: clock.now > 105)
+    txns = Transactions(lambda: producer, consumer, clock=clock, give_up=lambda: clock.now > 105)
     producer.fail["commit"] = [timed_out() for _ in range(100)]
-    original = producer.commit_transaction
-
-    def slow_commit(timeout: float) -> None:
-        clock.now += timeout
-        original(timeout)
-
-    producer.commit_transaction = slow_commit  # type: ignore[method-assign]
+    slowed(producer, "commit_transaction", clock)
     txns.begin({("tx", 0): 4})
     txns.add(batch({0: 9}))
 
@@ -228,7 +240,7 @@ def test_caught_up_commits_at_once_a_backlog_waits_for_the_commit_share() -> Non
         def commit_transaction(self, timeout: float) -> None:
             clock.now += 0.05  # a 50 ms commit
 
-    txns = Transactions(SlowCommit(), FakeConsumer([0]), clock=clock)
+    txns = Transactions(SlowCommit, FakeConsumer([0]), clock=clock)
     assert not txns.due(caught_up=True)  # nothing open
     txns.begin({("tx", 0): 0})
     assert txns.due(caught_up=True)
@@ -242,3 +254,85 @@ def test_caught_up_commits_at_once_a_backlog_waits_for_the_commit_share() -> Non
     assert not txns.due(caught_up=False)
     clock.now += 0.06
     assert txns.due(caught_up=False)
+
+
+def test_a_hung_send_offsets_replaces_the_producer_and_rewinds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka's send_offsets_to_transaction can wait forever after a broker restart (seen in
+    the broker-restart test: the scorer decided nothing more, ever): the hung producer is
+    abandoned, a new one with the same id is initialised (fencing it), the consumer rewound to
+    the transaction's first offset (nothing committed on the partition yet)."""
+    monkeypatch.setattr(transactional, "HUNG_AFTER_S", 0.05)
+    released = threading.Event()
+
+    class Hangs(FakeTransactionalProducer):
+        def send_offsets_to_transaction(
+            self, positions: list[TopicPartition], group_metadata: Any, timeout: float
+        ) -> None:
+            self.calls.append("send_offsets")
+            released.wait(30)  # never answers while the test runs
+
+    hung, fresh, consumer = Hangs(), FakeTransactionalProducer(), FakeConsumer([0])
+    made = iter([hung, fresh])
+    txns = Transactions(lambda: next(made), consumer, clock=Clock())
+    txns.start(10)
+    txns.begin({("tx", 0): 4})
+    txns.add(batch({0: 9}))
+    try:
+        assert txns.commit(timeout_s=0.01) is False
+        assert txns.producer is fresh and fresh.calls == ["init"]
+        assert "commit" not in hung.calls and consumer.seeks == [("tx", 0, 4)]
+
+        txns.begin({("tx", 0): 4})  # decided again, committed through the new producer
+        txns.add(batch({0: 9}))
+        assert txns.commit() is True
+        assert fresh.calls == ["init", "begin", "send_offsets", "commit"]
+    finally:
+        released.set()
+
+
+def test_a_commit_failing_past_the_limit_replaces_the_producer_and_resumes_from_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A coordinator connection that never comes back: every call times out, for ever (seen
+    after a broker restart). Past HUNG_AFTER_S a new producer completes the old transaction;
+    if its commit had reached the coordinator, the group's offset is past it: no re-decide."""
+    clock = Clock()
+    stuck, fresh, consumer = (
+        FakeTransactionalProducer(),
+        FakeTransactionalProducer(),
+        FakeConsumer([0]),
+    )
+    stuck.fail["commit"] = [timed_out() for _ in range(1000)]
+    slowed(stuck, "commit_transaction", clock, 10)  # each call times out after its request timeout
+    made = iter([stuck, fresh])
+    txns = Transactions(lambda: next(made), consumer, clock=clock)
+    txns.begin({("tx", 0): 4})
+    txns.add(batch({0: 9}))
+    consumer.committed_offsets = {0: 9}  # the old transaction turned out committed
+
+    assert txns.commit() is False
+    assert stuck.calls.count("commit") == int(transactional.HUNG_AFTER_S // 10)
+    assert txns.producer is fresh and fresh.calls == ["init"]
+    assert consumer.seeks == [("tx", 0, 9)] and "abort" not in stuck.calls
+
+
+def test_an_abort_failing_past_the_limit_replaces_the_producer_and_rewinds() -> None:
+    clock = Clock()
+    stuck, fresh, consumer = (
+        FakeTransactionalProducer(),
+        FakeTransactionalProducer(),
+        FakeConsumer([0]),
+    )
+    stuck.fail["commit"] = [abortable()]
+    stuck.fail["abort"] = [timed_out() for _ in range(1000)]
+    slowed(stuck, "abort_transaction", clock)
+    made = iter([stuck, fresh])
+    txns = Transactions(lambda: next(made), consumer, clock=clock)
+    txns.begin({("tx", 0): 4})
+    txns.add(batch({0: 9}))
+
+    assert txns.commit() is False  # abortable: abort, which never finishes on this producer
+    assert txns.producer is fresh and fresh.calls == ["init"]
+    assert consumer.seeks == [("tx", 0, 4)]  # nothing committed on the partition: its start
