@@ -23,12 +23,12 @@ The transaction lifecycle of librdkafka's transactional producer (KIP-98, KIP-44
   retried only on a broker state change that a single healthy broker never makes again:
   librdkafka issues #5456, #5511), and AddOffsetsToTxn can sit in the queue of a coordinator
   connection that never comes back, timing out every 10 s, and so can an abort (all three
-  seen in the broker-restart test: nothing more was ever decided). The call runs on a helper
-  thread; a commit or abort still hanging, or still failing, ``HUNG_AFTER_S`` after it began
-  means the producer is stuck: it is abandoned and a new
-  one with the same ``transactional.id`` started: its ``init_transactions`` fences the old one
-  and completes the transaction it left open (an abort, or the commit if ``EndTxn`` had
-  reached the coordinator), and the consumer is rewound to the offsets the group then holds.
+  seen in the broker-restart test: nothing more was ever decided). send_offsets runs on a
+  helper thread. A commit or abort still hanging, or still failing, ``HUNG_AFTER_S`` after it
+  began means the producer is stuck: it is abandoned and a new one with the same
+  ``transactional.id`` started, whose ``init_transactions`` fences the old one and completes
+  the transaction it left open (an abort, or the commit if ``EndTxn`` had reached the
+  coordinator); the consumer is rewound to the offsets the group then holds.
 
 Nothing here commits consumer offsets directly: with exactly-once they travel only inside the
 transaction (the :class:`~streams.scoring.delivery.CommitTracker`'s commit path is not used).
@@ -83,7 +83,7 @@ ABORT_TIMEOUT_S: Final[float] = 120.0
 MAX_CONSECUTIVE_ABORTS: Final[int] = 10
 # A retriable call refused at once (another transactional call in progress) waits this long.
 RETRY_PAUSE_S: Final[float] = 0.05
-# A commit still hanging, or still failing, this long after it began: the producer is stuck (see
+# A commit or abort still hanging, or failing, this long after it began: the producer is stuck (see
 # the module doc). A healthy call returns within its request timeout (seen: 10 s during an
 # outage); by twice the transaction timeout the coordinator has aborted the transaction anyway.
 HUNG_AFTER_S: Final[float] = 2 * TRANSACTION_TIMEOUT_MS / 1000
