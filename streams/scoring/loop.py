@@ -670,7 +670,7 @@ class Scorer:
     def _housekeeping(self) -> None:
         # Stop loudly rather than score on with a frozen state once the control plane is gone.
         self._serving.check()
-        if self._telemetry is not self._producer:
+        if self._transactions is not None:
             self._telemetry.poll(0)  # drift delivery reports (exactly-once: a plain producer)
         now = time.monotonic()
         self._publish_drift(final=False)

@@ -239,11 +239,7 @@ class Transactions(Generic[P]):
                 self._retry(self._send_offsets, deadline, stuck_at)
             self._retry(self.producer.commit_transaction, deadline, stuck_at)
         except _ProducerStuck as exc:
-            first_offsets = dict(self._first_offsets)
-            self._reset()
-            self.aborted += 1
-            self._aborts_in_a_row += 1
-            self._start_over(exc, first_offsets, rewind=True)
+            self._start_over(exc, self._drop_as_aborted(), rewind=True)
             return False
         except KafkaException as exc:
             if _in_progress(exc):
@@ -277,10 +273,7 @@ class Transactions(Generic[P]):
         """
         if not self._open:
             return
-        rewind_to = dict(self._first_offsets)
-        self._reset()
-        self.aborted += 1
-        self._aborts_in_a_row += 1
+        rewind_to = self._drop_as_aborted()
         began = self._clock()
         try:
             # a failing scorer (no rewind) stops within timeout_s instead of starting over
@@ -384,6 +377,14 @@ class Transactions(Generic[P]):
             "rewound %s to the last committed offsets",
             ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(first_offsets.items())) or "nothing",
         )
+
+    def _drop_as_aborted(self) -> dict[tuple[str, int], int]:
+        """Close the open transaction's books as an abort; returns where it began (rewind)."""
+        first_offsets = dict(self._first_offsets)
+        self._reset()
+        self.aborted += 1
+        self._aborts_in_a_row += 1
+        return first_offsets
 
     def _reset(self) -> None:
         self._open = False

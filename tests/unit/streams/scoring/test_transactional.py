@@ -59,6 +59,7 @@ class FakeConsumer:
     def __init__(self, assigned: list[int]) -> None:
         self.assigned = assigned
         self.seeks: list[tuple[str, int, int]] = []
+        self.committed_offsets: dict[int, int] = {}  # by partition; none committed yet
 
     def consumer_group_metadata(self) -> str:
         return "generation-3"
@@ -68,8 +69,6 @@ class FakeConsumer:
 
     def seek(self, partition: TopicPartition) -> None:
         self.seeks.append((partition.topic, partition.partition, partition.offset))
-
-    committed_offsets: dict[int, int] = {}  # noqa: RUF012 (read-only default: none committed)
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [
