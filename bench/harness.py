@@ -241,12 +241,6 @@ def decision_window(bootstrap: str, topic: str) -> tuple[int, float, float]:
     return count, first / 1000.0, last / 1000.0
 
 
-def decision_span(bootstrap: str, topic: str) -> tuple[int, float]:
-    """(count, seconds between the first and last decision's broker timestamps)."""
-    count, first, last = decision_window(bootstrap, topic)
-    return count, last - first
-
-
 def committed_count(admin: TopicAdmin, group: str, topic: str) -> int:
     """How many offsets ``group`` has committed on ``topic`` (summed over partitions)."""
     return sum(max(o, 0) for o in admin.committed(group, topic).values())

@@ -2,14 +2,16 @@
 
 Scenarios (each on fresh topics/groups, the same broker, the same model):
   drain      pre-fill N transactions, start the scorer, time first->last decision (broker
-             timestamps): all-distinct (cache misses) and 99% redeliveries (cache hits), 1 and 2
-             workers; drift tracking on vs off; A/B split 50% vs none; exactly-once
+             timestamps) and its CPU per decision: all-distinct (cache misses) and 99%
+             redeliveries (cache hits), 1 and 2 workers; drift tracking on vs off; A/B split 50%
+             vs none; exactly-once; bench/relay.py on the same input: Kafka's own floor
   latency    offered rates 1k, 5k, 10k tx/s and 50% of the measured maximum: event time -> decision
              consumed by a reader in another process, p50/p95/p99/max (at-least-once and
              exactly-once, read_committed); beside the same rates
              through bench/relay.py (consume -> produce raw bytes -> commit): Kafka's floor
   naive      the per-message loop of bench/naive.py on the same data: the ratio
-  profile    µs per message per stage, from the scorer's own Prometheus counters
+  profile    µs per message per stage, from the scorer's own Prometheus counters, beside the
+             served model's ONNX call alone (the score stage's floor)
   control    a control command's latency from publish to acked by every instance
   cost       scorer CPU per message by --max-batch (1 .. 2,000) and cache-hit share (bench/scale.py)
   long       a 10M-transaction drain: throughput, CPU and RSS per million (bench/scale.py)
@@ -35,9 +37,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench import scale
 from bench.harness import (
     SENTINEL,
+    CpuSampler,
     JobRunner,
     cache_hit_rate,
-    decision_span,
+    decision_window,
     distinct_source,
     kept_section,
     log,
@@ -59,6 +62,7 @@ from streams.tools.topics import TopicAdmin
 RESULTS = Path(__file__).with_name("RESULTS.md")
 READING = "## Reading these figures"
 EXACTLY_ONCE = "--processing-guarantee=exactly-once"
+RELAY = "relay (Kafka floor)"
 
 
 def main() -> int:
@@ -111,7 +115,9 @@ def main() -> int:
         # Not recorded: right after the pre-fill the broker is still flushing, and the first
         # drain of a run measured ~25% below the later 1-worker drains.
         _drain(bootstrap, distinct, models_dir, "warm-up", args.messages, 1)
-        drains = results["drain"] = []
+        drains = results["drain"] = [
+            _drain(bootstrap, distinct, models_dir, RELAY, args.messages, 1)
+        ]
         for workers in (1, 2):
             for name, topic in (("all distinct", distinct), ("99% cache hits", hot)):
                 drains.append(_drain(bootstrap, topic, models_dir, name, args.messages, workers))
@@ -151,6 +157,7 @@ def main() -> int:
                 )
             )
         best = max(d["tx_per_s"] for d in drains if d["workload"] == "all distinct")
+        results["onnx_us"] = _onnx_alone(models_dir, features)
         # The relay (Kafka's own two hops, same client settings) beside the scorer, interleaved.
         results["latency"] = [
             _latency(bootstrap, models_dir, features, labels, rate, path)
@@ -215,6 +222,8 @@ def _drain(
     *extra: str,
     ab: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
+    """Drain ``total`` pre-filled transactions with the scorer, or with bench/relay.py when
+    ``workload`` is RELAY (Kafka's floor); with 1 worker, also the process's CPU per decision."""
     topics = replace(make_topics(bootstrap), transactions=source)
     if ab is not None:
         setup = model_args("ab_setup", models_dir, ab[0])
@@ -222,17 +231,30 @@ def _drain(
         _publish(bootstrap, topics.control, "ab_split", percent=ab[1])
     group = f"drain-{uuid.uuid4().hex[:6]}"
     log(f"drain: {workload}, {workers} worker(s)")
-    with scorer(bootstrap, topics, models_dir, group, *extra, workers=workers) as proc:
-        wait_for_commit(bootstrap, group, source, total, timeout_s=900)
-        profile = stage_profile(proc.metrics()) if workers == 1 else {}
-        hit_rate = cache_hit_rate(proc)
-    count, seconds = decision_span(bootstrap, topics.decisions)
+    profile: dict[str, float] = {}
+    hit_rate = 0.0
+    if workload == RELAY:
+        with relay(bootstrap, topics, group) as proc:
+            cpu = CpuSampler(proc.pid)
+            wait_until_decided(bootstrap, topics.decisions, total, timeout_s=900)
+            cpu.stop()
+    else:
+        with scorer(bootstrap, topics, models_dir, group, *extra, workers=workers) as job:
+            # With more workers this pid is only their parent: no CPU figure then.
+            cpu = CpuSampler(job.proc.pid)
+            wait_for_commit(bootstrap, group, source, total, timeout_s=900)
+            cpu.stop()
+            profile = stage_profile(job.metrics()) if workers == 1 else {}
+            hit_rate = cache_hit_rate(job)
+    count, first, last = decision_window(bootstrap, topics.decisions)
+    seconds = last - first
     row = {
         "workload": workload,
         "workers": workers,
         "decisions": count,
         "seconds": seconds,
         "tx_per_s": count / seconds,
+        "cpu_us": cpu.between(first, last) / count * 1e6 if workers == 1 else None,
         "profile_us": profile,
         "cache_hit_rate": hit_rate,
     }
@@ -241,6 +263,20 @@ def _drain(
         f"cache hits {hit_rate:.1%})"
     )
     return row
+
+
+def _onnx_alone(models_dir: Path, features: np.ndarray, rows: int = 2_000) -> float:
+    """µs per row of the served model's ONNX Runtime call alone, on batches of ``rows``
+    distinct rows (the scorer's settings: one thread): the score stage's floor."""
+    from streams.model.loader import load_current
+
+    model = load_current(models_dir)
+    batches = [features[i : i + rows].astype(np.float32) for i in range(0, 100 * rows, rows)]
+    model.predict_proba(batches[0])  # first call: allocations
+    began = time.perf_counter()
+    for batch in batches:
+        model.predict_proba(batch)
+    return (time.perf_counter() - began) / (len(batches) * rows) * 1e6
 
 
 def _reader(
@@ -387,6 +423,9 @@ def _goals(results: dict[str, Any]) -> list[str]:
     drift_on, drift_off = drain("all distinct"), drain("all distinct, drift off")
     eos = drain("all distinct, exactly-once")
     eos_10k = latency("scorer, exactly-once", 10_000)
+    floor = next(d for d in results["drain"] if d["workload"] == RELAY)
+    profile = sum(next(d["profile_us"] for d in results["drain"] if d["profile_us"]).values())
+    floor_us = floor["cpu_us"] + results["onnx_us"]
     rows = [
         ("drain, all distinct", ">= 50,000 tx/s", f"{best:,.0f} tx/s", best >= 50_000),
         (
@@ -394,6 +433,19 @@ def _goals(results: dict[str, Any]) -> list[str]:
             ">= 100,000 tx/s",
             f"{hot:,.0f} tx/s",
             hot >= 100_000,
+        ),
+        (
+            "drain, all distinct (issue 16)",
+            ">= 150,000 tx/s",
+            f"{best:,.0f} tx/s; the relay, no work at all: {floor['tx_per_s']:,.0f}",
+            best >= 150_000,
+        ),
+        (
+            "profile, 1 worker, all distinct",
+            "<= 4 µs/message",
+            f"{profile:.2f} µs; floor {floor_us:.2f} = relay CPU {floor['cpu_us']:.2f} "
+            f"+ ONNX alone {results['onnx_us']:.2f}",
+            profile <= 4,
         ),
         ("p99 at 10k tx/s offered", "<= 20 ms", f"{at_10k['p99']:.1f} ms", at_10k["p99"] <= 20),
         (
@@ -454,13 +506,19 @@ def _write(results: dict[str, Any], path: Path) -> None:
         "",
         "## Drain throughput (first -> last decision, broker timestamps)",
         "",
-        "| workload | workers | decisions | seconds | tx/s | cache hits |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"`{RELAY}` is bench/relay.py (below) draining the same all-distinct topic. CPU: the",
+        "process's user + system seconds (all its threads, librdkafka's included) between the",
+        "first and last decision, per decision; 1 worker only.",
+        "",
+        "| workload | workers | decisions | seconds | tx/s | CPU µs/decision | cache hits |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for d in results["drain"]:
+        cpu = "" if d.get("cpu_us") is None else f"{d['cpu_us']:.2f}"
         lines.append(
             f"| {d['workload']} | {d['workers']} | {d['decisions']:,} | "
-            f"{d['seconds']:.1f} | {d['tx_per_s']:,.0f} | {d.get('cache_hit_rate', 0.0):.1%} |"
+            f"{d['seconds']:.1f} | {d['tx_per_s']:,.0f} | {cpu} | "
+            f"{d.get('cache_hit_rate', 0.0):.1%} |"
         )
     lines += [
         "",
@@ -499,6 +557,9 @@ def _write(results: dict[str, Any], path: Path) -> None:
             "| "
             + " | ".join(f"{v:.2f}" for v in profile.values())
             + f" | {sum(profile.values()):.2f} |",
+            "",
+            f"The served model's ONNX Runtime call alone, batches of 2,000 distinct rows, one "
+            f"thread: {results['onnx_us']:.2f} µs per row (`score` above is this call).",
             "",
         ]
     if results["cost"]:
