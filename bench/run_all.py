@@ -63,6 +63,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 READING = "## Reading these figures"
 EXACTLY_ONCE = "--processing-guarantee=exactly-once"
 RELAY = "relay (Kafka floor)"
+LATENCY_ROUNDS = 5  # interleaved relay/scorer rounds at 10k tx/s
 
 
 def main() -> int:
@@ -163,6 +164,13 @@ def main() -> int:
             _latency(bootstrap, models_dir, features, labels, rate, path)
             for rate in (1_000, 5_000, 10_000)
             for path in ("relay", "scorer", "scorer, exactly-once")
+        ]
+        # One 10 s run's p99 at 10k is its 1,000 slowest records: a single stall of the shared
+        # machine moves it by tens of ms (the relay's too). The goals take the median of rounds.
+        results["latency"] += [
+            _latency(bootstrap, models_dir, features, labels, 10_000, path)
+            for _ in range(LATENCY_ROUNDS - 1)
+            for path in ("relay", "scorer")
         ]
         results["latency"].append(
             _latency(bootstrap, models_dir, features, labels, int(best * 0.5), "scorer")
@@ -416,8 +424,15 @@ def _goals(results: dict[str, Any]) -> list[str]:
     def latency(path: str, rate: int) -> dict[str, Any]:
         return next(r for r in results["latency"] if r["offered"] == rate and r["path"] == path)
 
-    at_10k, floor_10k = latency("scorer", 10_000), latency("relay", 10_000)
-    over_floor = at_10k["p99"] - floor_10k["p99"]
+    def p99s_at_10k(path: str) -> list[float]:
+        return [
+            r["p99"] for r in results["latency"] if r["offered"] == 10_000 and r["path"] == path
+        ]
+
+    scorer_10k, relay_10k = p99s_at_10k("scorer"), p99s_at_10k("relay")
+    rounds = len(scorer_10k)
+    p99_10k = float(np.median(scorer_10k))
+    over_floor = float(np.median(np.subtract(scorer_10k, relay_10k)))
     best = max(drain("all distinct", workers) for workers in (1, 2))
     hot = max(drain("99% cache hits", workers) for workers in (1, 2))
     drift_on, drift_off = drain("all distinct"), drain("all distinct, drift off")
@@ -437,7 +452,7 @@ def _goals(results: dict[str, Any]) -> list[str]:
         (
             "drain, all distinct (issue 16)",
             ">= 150,000 tx/s",
-            f"{best:,.0f} tx/s; the relay, no work at all: {floor['tx_per_s']:,.0f}",
+            f"{best:,.0f} tx/s (the relay, 1 process: {floor['tx_per_s']:,.0f})",
             best >= 150_000,
         ),
         (
@@ -447,11 +462,20 @@ def _goals(results: dict[str, Any]) -> list[str]:
             f"+ ONNX alone {results['onnx_us']:.2f}",
             profile <= 4,
         ),
-        ("p99 at 10k tx/s offered", "<= 20 ms", f"{at_10k['p99']:.1f} ms", at_10k["p99"] <= 20),
+        (
+            "p99 at 10k tx/s offered",
+            "<= 20 ms",
+            f"{p99_10k:.1f} ms (median of {rounds} rounds: "
+            + ", ".join(f"{v:.1f}" for v in scorer_10k)
+            + ")",
+            p99_10k <= 20,
+        ),
         (
             "p99 at 10k tx/s over the relay's",
             "<= 5 ms",
-            f"{over_floor:+.1f} ms (relay {floor_10k['p99']:.1f} ms)",
+            f"{over_floor:+.1f} ms (median of the {rounds} rounds' differences; relay "
+            + ", ".join(f"{v:.1f}" for v in relay_10k)
+            + ")",
             over_floor <= 5,
         ),
         (
@@ -469,7 +493,7 @@ def _goals(results: dict[str, Any]) -> list[str]:
         (
             "exactly-once p99 at 10k tx/s",
             "reported",
-            f"{eos_10k['p99']:.1f} ms (at-least-once {at_10k['p99']:.1f} ms)",
+            f"{eos_10k['p99']:.1f} ms (at-least-once, median {p99_10k:.1f} ms)",
             True,
         ),
         (
@@ -527,6 +551,8 @@ def _write(results: dict[str, Any], path: Path) -> None:
         "`relay` is the floor: `bench/relay.py`, the scorer's consumer and producer settings,",
         "batch cap and commit-after-ack, passing the raw bytes through (no decode, score,",
         "encode, drift). `scorer` is `sentinel score`. Same replayer, same reader.",
+        f"At 10k tx/s the relay and the scorer ran {LATENCY_ROUNDS} interleaved rounds (rows in",
+        "run order); the goals below take their medians.",
         "",
         "| path | offered tx/s | achieved tx/s | records | p50 | p95 | p99 | max |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
