@@ -43,6 +43,23 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def machine_cpu() -> tuple[float, float, float]:
+    """The machine's CPU time so far, all cores, in seconds: (busy, iowait, total)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    idle, iowait = ticks[3], ticks[4]
+    return (total - idle - iowait) * _TICK_S, iowait * _TICK_S, total * _TICK_S
+
+
+def page_cache_gib() -> tuple[float, float]:
+    """(page cache, dirty + under writeback) in GiB, from /proc/meminfo."""
+    kib = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        kib[name] = int(value.split()[0])
+    return kib["Cached"] / 2**20, (kib["Dirty"] + kib["Writeback"]) / 2**20
+
+
 def cost_table(
     bootstrap: str,
     models_dir: Path,
@@ -106,30 +123,50 @@ def long_drain(
     replay(settings, topics.transactions, features, labels, ReplayOptions(count=messages), True)
     group = f"long-{uuid.uuid4().hex[:6]}"
     admin = TopicAdmin(settings)
+    source = topics.transactions
+    ends = admin.end_offsets(source)
     rows: list[dict[str, Any]] = []
     with scorer(bootstrap, topics, models_dir, group) as proc:
         pid = proc.proc.pid
-        last_at, last_cpu, last_done = time.monotonic(), cpu_seconds(pid), 0
+        last_at, last_cpu, last_done, last_machine = (
+            time.monotonic(),
+            cpu_seconds(pid),
+            0,
+            machine_cpu(),
+        )
         for million in range(1, messages // 1_000_000 + 1):
-            while (
-                done := committed_count(admin, group, topics.transactions)
-            ) < million * 1_000_000:
+            while True:
+                committed = admin.committed(group, source)
+                if (done := sum(max(o, 0) for o in committed.values())) >= million * 1_000_000:
+                    break
                 time.sleep(0.1)
-            now, cpu = time.monotonic(), cpu_seconds(pid)
+            now, cpu, machine = time.monotonic(), cpu_seconds(pid), machine_cpu()
+            busy, iowait, total = (b - a for a, b in zip(last_machine, machine, strict=True))
+            cached, dirty = page_cache_gib()
             rows.append(
                 {
                     "million": million,
                     "tx_per_s": (done - last_done) / (now - last_at),
                     "cpu_us_per_message": (cpu - last_cpu) / (done - last_done) * 1e6,
                     "rss_mib": rss_mib(pid),
+                    # Both cores: the scorer's share, everyone else's (broker, bench, kernel).
+                    "scorer_cpu_share": (cpu - last_cpu) / total,
+                    "others_cpu_share": (busy - (cpu - last_cpu)) / total,
+                    "iowait_share": iowait / total,
+                    "page_cache_gib": cached,
+                    "dirty_gib": dirty,
+                    "partitions_left": sum(committed.get(p, 0) < end for p, end in ends.items()),
                 }
             )
             log(
                 f"  {million}M: {rows[-1]['tx_per_s']:,.0f} tx/s, "
                 f"{rows[-1]['cpu_us_per_message']:.2f} µs CPU/message, "
-                f"RSS {rows[-1]['rss_mib']:.0f} MiB"
+                f"RSS {rows[-1]['rss_mib']:.0f} MiB, machine busy "
+                f"{rows[-1]['scorer_cpu_share']:.0%} scorer + {rows[-1]['others_cpu_share']:.0%}"
+                f" others, iowait {rows[-1]['iowait_share']:.0%}, page cache {cached:.1f} GiB, "
+                f"{rows[-1]['partitions_left']} of {len(ends)} partitions left"
             )
-            last_at, last_cpu, last_done = now, cpu, done
+            last_at, last_cpu, last_done, last_machine = now, cpu, done, machine
     return rows
 
 
@@ -160,11 +197,21 @@ def markdown(cost: list[dict[str, Any]], long: list[dict[str, Any]]) -> list[str
             "",
             f"## Long drain: {len(long)}M distinct transactions, 1 worker",
             "",
-            "| million | tx/s | CPU µs/message | scorer RSS MiB |",
-            "|---:|---:|---:|---:|",
+            "Machine CPU: both cores' time in that million (`/proc/stat`), the scorer's share and "
+            "everyone else's (the broker, the bench's reader, the kernel); iowait: cores idle "
+            "waiting on the disk. Page cache and dirty (+ writeback) pages from `/proc/meminfo` at "
+            "the million's end. Partitions left: of the topic's partitions, those still holding "
+            "input at the million's end (card ids are Zipf-distributed, so the keyed partitions "
+            "differ in size and the small ones run dry first).",
+            "",
+            "| million | tx/s | CPU µs/message | scorer RSS MiB | machine CPU: scorer | others "
+            "| iowait | page cache GiB | dirty GiB | partitions left |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *(
                 f"| {r['million']} | {r['tx_per_s']:,.0f} | {r['cpu_us_per_message']:.2f} | "
-                f"{r['rss_mib']:.0f} |"
+                f"{r['rss_mib']:.0f} | {r['scorer_cpu_share']:.0%} | {r['others_cpu_share']:.0%} "
+                f"| {r['iowait_share']:.0%} | {r['page_cache_gib']:.1f} | {r['dirty_gib']:.2f} "
+                f"| {r['partitions_left']} |"
                 for r in long
             ),
             "",
