@@ -35,12 +35,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_S  # utime, stime (fields 14, 15)
 
 
+def _kib(path: str) -> dict[str, int]:
+    """The ``Name: <n> kB`` lines of a /proc status file (/proc/<pid>/status, /proc/meminfo)."""
+    fields = (line.partition(":") for line in Path(path).read_text().splitlines())
+    return {name: int(value.split()[0]) for name, _, value in fields if value.endswith("kB")}
+
+
 def rss_mib(pid: int) -> float:
     """Resident set size of process ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return _kib(f"/proc/{pid}/status")["VmRSS"] / 1024
 
 
 def machine_cpu() -> tuple[float, float, float]:
@@ -53,10 +56,7 @@ def machine_cpu() -> tuple[float, float, float]:
 
 def page_cache_gib() -> tuple[float, float]:
     """(page cache, dirty + under writeback) in GiB, from /proc/meminfo."""
-    kib = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        name, _, value = line.partition(":")
-        kib[name] = int(value.split()[0])
+    kib = _kib("/proc/meminfo")
     return kib["Cached"] / 2**20, (kib["Dirty"] + kib["Writeback"]) / 2**20
 
 
@@ -116,7 +116,8 @@ def long_drain(
     labels: np.ndarray | None,
     messages: int,
 ) -> list[dict[str, Any]]:
-    """Drain ``messages`` all-distinct transactions; per million: tx/s, CPU/message, RSS."""
+    """Drain ``messages`` all-distinct transactions; per million: tx/s, CPU/message, RSS, the
+    machine's CPU split, page cache and the partitions still holding input."""
     settings = KafkaSettings(bootstrap)
     topics = make_topics(bootstrap)
     log(f"long drain: pre-filling {messages:,} distinct transactions")
@@ -128,19 +129,17 @@ def long_drain(
     rows: list[dict[str, Any]] = []
     with scorer(bootstrap, topics, models_dir, group) as proc:
         pid = proc.proc.pid
-        last_at, last_cpu, last_done, last_machine = (
+        last_at, last_cpu, last_machine, last_done = (
             time.monotonic(),
             cpu_seconds(pid),
-            0,
             machine_cpu(),
+            0,
         )
         for million in range(1, messages // 1_000_000 + 1):
-            while True:
-                committed = admin.committed(group, source)
-                if (done := sum(max(o, 0) for o in committed.values())) >= million * 1_000_000:
-                    break
+            while (done := committed_count(admin, group, source)) < million * 1_000_000:
                 time.sleep(0.1)
             now, cpu, machine = time.monotonic(), cpu_seconds(pid), machine_cpu()
+            committed = admin.committed(group, source)
             busy, iowait, total = (b - a for a, b in zip(last_machine, machine, strict=True))
             cached, dirty = page_cache_gib()
             rows.append(
@@ -166,7 +165,7 @@ def long_drain(
                 f" others, iowait {rows[-1]['iowait_share']:.0%}, page cache {cached:.1f} GiB, "
                 f"{rows[-1]['partitions_left']} of {len(ends)} partitions left"
             )
-            last_at, last_cpu, last_done, last_machine = now, cpu, done, machine
+            last_at, last_cpu, last_machine, last_done = now, cpu, machine, done
     return rows
 
 
