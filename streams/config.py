@@ -11,8 +11,11 @@ from typing import Final, Literal, get_args
 
 from schemas.errors import ConfigError
 
-# librdkafka settings a user may pass through untouched (security, tuning). The scorer owns the
-# delivery-critical ones (group.id, enable.auto.commit, isolation, acks) and refuses overrides.
+# librdkafka settings Sentinel sets itself and refuses from ``--kafka-config``: where the cluster
+# is, the delivery guarantees (commit only after acks, read committed, idempotent acks=all, room
+# for DLQ records), what the group flags set, and the statistics the health check reads.
+# Everything else passes through untouched (security, tuning), and a user's value wins over the
+# scorer's tuning defaults (pre-fetch, fetch sizes, linger, compression, batching).
 OWNED_KAFKA_SETTINGS = frozenset(
     {
         "bootstrap.servers",
@@ -21,6 +24,15 @@ OWNED_KAFKA_SETTINGS = frozenset(
         "enable.auto.offset.store",
         "isolation.level",
         "transactional.id",
+        "acks",
+        "enable.idempotence",
+        "message.max.bytes",
+        "statistics.interval.ms",
+        "group.protocol",
+        "group.instance.id",
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
     }
 )
 ConfigValue = str | int | float | bool
@@ -85,14 +97,21 @@ class KafkaSettings:
             raise ConfigError(f"these Kafka settings are managed by Sentinel, not passed: {clash}")
 
     def client_config(
-        self, overrides: Mapping[str, ConfigValue] | None = None, /, **keywords: ConfigValue
+        self,
+        overrides: Mapping[str, ConfigValue] | None = None,
+        defaults: Mapping[str, ConfigValue] | None = None,
+        /,
+        **keywords: ConfigValue,
     ) -> dict[str, ConfigValue]:
         """A confluent-kafka config dict: bootstrap + pass-through settings + overrides.
 
-        Overrides come as a mapping with librdkafka's dotted names, or as keywords with ``_``
-        for ``.`` (``enable_idempotence=True``).
+        ``overrides`` (a mapping with librdkafka's dotted names, or keywords with ``_`` for
+        ``.``: ``enable_idempotence=True``) replace everything; ``defaults`` are tuning values
+        the pass-through settings replace.
         """
-        config: dict[str, ConfigValue] = {"bootstrap.servers": self.bootstrap_servers, **self.extra}
+        config: dict[str, ConfigValue] = {"bootstrap.servers": self.bootstrap_servers}
+        config.update(defaults or {})
+        config.update(self.extra)
         config.update(overrides or {})
         config.update({k.replace("_", "."): v for k, v in keywords.items()})
         return config

@@ -65,7 +65,7 @@ from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
 from streams.scoring.digest import feature_digests
 from streams.scoring.dlq import DlqGuard, DlqLimit, dlq_headers
-from streams.scoring.group import BROKER_OWNED_WITH_KIP848, GroupSettings
+from streams.scoring.group import GroupSettings
 from streams.scoring.registry_wait import RegistryWait
 from streams.scoring.shutdown import ShutdownReport, close_within, finish_and_commit
 from streams.scoring.transactional import (
@@ -119,10 +119,6 @@ class ScorerConfig:
                 "processing guarantee must be at-least-once or exactly-once, "
                 f"got {self.processing_guarantee!r}"
             )
-        if self.group.protocol == "consumer":
-            refused = sorted(BROKER_OWNED_WITH_KIP848 & set(self.kafka.extra))
-            if refused:
-                raise ConfigError(f"with group protocol 'consumer' the broker owns {refused}")
         if not 1 <= self.shutdown_timeout_s <= 600:
             raise ConfigError(f"shutdown timeout must be 1..600 s, got {self.shutdown_timeout_s}")
         if self.max_batch < 1:
@@ -135,15 +131,22 @@ class ScorerConfig:
             raise ConfigError("output format 'confluent' needs a schema registry URL")
 
     def consumer_settings(self) -> dict[str, Any]:
-        """The consumer's librdkafka settings (the bench's pass-through relay uses them too)."""
+        """The consumer's librdkafka settings (the bench's pass-through relay uses them too).
+
+        ``--kafka-config`` may replace the tuning defaults, never the guarantees."""
         return self.kafka.client_config(
             {
                 "group.id": self.group_id,
-                "client.id": self.scorer_id,
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
                 # librdkafka's default, stated: never score a transaction its producer aborted
                 "isolation.level": "read_committed",
+                # broker reachability for the health check (served inside consume())
+                "statistics.interval.ms": 3_000,
+                **self.group.client_config(),
+            },
+            {  # tuning defaults
+                "client.id": self.scorer_id,
+                "auto.offset.reset": "earliest",
                 "fetch.max.bytes": 8 * 1024 * 1024,
                 # Pre-fetch up to 64 MiB, not 100k messages: librdkafka stops fetching for
                 # fetch.queue.backoff.ms (1 s) once the queue holds queued.min.messages, and a
@@ -152,27 +155,28 @@ class ScorerConfig:
                 # back empty after their 1 ms wait; with this, none did (issue 16's note).
                 "queued.min.messages": 1_000_000,
                 "queued.max.messages.kbytes": 64 * 1024,
-                # broker reachability for the health check (served inside consume())
-                "statistics.interval.ms": 3_000,
-                **self.group.client_config(),
-            }
+            },
         )
 
     def producer_settings(self) -> dict[str, Any]:
-        """The producer's librdkafka settings: idempotent, acks from all in-sync replicas."""
+        """The producer's librdkafka settings: idempotent, acks from all in-sync replicas.
+
+        ``--kafka-config`` may replace the tuning defaults, never the guarantees."""
         return self.kafka.client_config(
             {
-                "client.id": self.scorer_id,
                 "acks": "all",
                 "enable.idempotence": True,
+                # A DLQ record carries the original message (up to the transactions topic's
+                # max.message.bytes) plus error headers.
+                "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
+            },
+            {  # tuning defaults
+                "client.id": self.scorer_id,
                 "linger.ms": 2,
                 "compression.type": "lz4",
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 1_000_000,
-                # A DLQ record carries the original message (up to the transactions topic's
-                # max.message.bytes) plus error headers.
-                "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
-            }
+            },
         )
 
 

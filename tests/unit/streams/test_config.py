@@ -66,7 +66,27 @@ def test_settings_the_scorer_owns_are_refused_naming_them(key: str) -> None:
 
 
 def test_owned_settings_cover_the_delivery_critical_ones() -> None:
-    assert {"group.id", "enable.auto.commit", "bootstrap.servers"} <= OWNED_KAFKA_SETTINGS
+    assert {
+        "group.id",
+        "enable.auto.commit",
+        "bootstrap.servers",
+        "acks",
+        "enable.idempotence",
+        "isolation.level",
+    } <= OWNED_KAFKA_SETTINGS
+
+
+def test_a_passed_through_setting_replaces_a_default_but_not_an_override() -> None:
+    settings = KafkaSettings("broker:9092", {"linger.ms": "20", "compression.type": "zstd"})
+    config = settings.client_config(
+        {"compression.type": "lz4"}, {"linger.ms": 2, "batch.num.messages": 10_000}
+    )
+    assert config == {
+        "bootstrap.servers": "broker:9092",
+        "linger.ms": "20",
+        "batch.num.messages": 10_000,
+        "compression.type": "lz4",
+    }
 
 
 def test_client_config_passes_raw_settings_through_and_applies_overrides() -> None:

@@ -41,16 +41,3 @@ def test_bad_group_settings_are_refused_once() -> None:
         GroupSettings(session_timeout_ms=6000, heartbeat_interval_ms=6000)
     with pytest.raises(ConfigError, match="instance id"):
         GroupSettings(instance_id="")
-
-
-def test_kip848_refuses_broker_owned_settings_passed_through() -> None:
-    from streams.config import KafkaSettings, TopicNames
-    from streams.scoring.loop import ScorerConfig
-
-    with pytest.raises(ConfigError, match="broker owns"):
-        ScorerConfig(
-            kafka=KafkaSettings("k:9092", {"session.timeout.ms": "6000"}),
-            topics=TopicNames(),
-            scorer_id="s",
-            group=GroupSettings(protocol="consumer"),
-        )

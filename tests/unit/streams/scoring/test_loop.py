@@ -618,6 +618,19 @@ def test_the_producer_is_configured_for_idempotent_full_acks_and_the_consumer_ne
     assert h.consumer.config["group.id"] == "sentinel-scorer"
 
 
+def test_kafka_config_replaces_the_scorers_tuning_defaults_and_keeps_its_guarantees() -> None:
+    tuned = {"queued.max.messages.kbytes": "8192", "linger.ms": "0", "client.id": "fraud-eu-1"}
+    config = ScorerConfig(KafkaSettings("k:9092", tuned), TOPICS, "scorer-7")
+    consumer, producer = config.consumer_settings(), config.producer_settings()
+    assert consumer["queued.max.messages.kbytes"] == "8192" and producer["linger.ms"] == "0"
+    assert consumer["client.id"] == producer["client.id"] == "fraud-eu-1"
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["isolation.level"] == "read_committed"
+    assert producer["acks"] == "all" and producer["enable.idempotence"] is True
+    default = ScorerConfig(KafkaSettings("k:9092"), TOPICS, "scorer-7").consumer_settings()
+    assert default["queued.max.messages.kbytes"] == 64 * 1024 and default["client.id"] == "scorer-7"
+
+
 def test_a_tombstone_stays_null_in_the_dlq_and_an_absurd_event_time_is_refused(
     monkeypatch: pytest.MonkeyPatch, baseline: DriftBaseline
 ) -> None:
