@@ -77,6 +77,10 @@ FENCED_COMMIT_ERRORS = frozenset(
     }
 )
 FENCED_RETRY_S = 1.0
+# Asynchronous commits at most this often: one per batch (every 3-5 ms at 10k tx/s) loaded the
+# broker on a 2-core machine; a crash repeats at most this much more of the tail. Shutdown and
+# rebalance commit synchronously, at once.
+COMMIT_INTERVAL_S = 0.1
 
 
 class CommitTracker:
@@ -96,6 +100,7 @@ class CommitTracker:
         consumer: Consumer,
         producer: Producer,
         on_complete: Callable[[PendingBatch], None] = lambda batch: None,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -104,6 +109,8 @@ class CommitTracker:
         self._acked: dict[tuple[str, int], int] = {}  # acknowledged, commit not yet confirmed
         self._commit_in_flight = False
         self._retry_at = 0.0  # after a fenced commit, no retry before this (monotonic)
+        self._commit_interval_s = commit_interval_s
+        self._next_commit_at = 0.0  # no asynchronous commit before this (monotonic)
 
     def __len__(self) -> int:
         """Batches awaiting acknowledgement, plus one if acknowledged offsets await a commit."""
@@ -194,8 +201,11 @@ class CommitTracker:
     def _commit(self, asynchronous: bool) -> None:
         if not self._acked or (asynchronous and self._commit_in_flight):
             return
-        if asynchronous and time.monotonic() < self._retry_at:
-            return
+        if asynchronous:
+            now = time.monotonic()
+            if now < self._retry_at or now < self._next_commit_at:
+                return
+            self._next_commit_at = now + self._commit_interval_s
         partitions = [TopicPartition(t, p, off) for (t, p), off in self._acked.items()]
         if asynchronous:
             self._commit_in_flight = True

@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.errors import DeliveryError
+from streams.scoring import delivery
 from streams.scoring.delivery import CommitTracker, PendingBatch
 
 Offsets = dict[tuple[str, int], int]
@@ -93,7 +94,7 @@ class FakeConsumer:
 class Harness:
     """A tracker wired to the fakes; ``completed`` lists the batches it reported complete."""
 
-    def __init__(self) -> None:
+    def __init__(self, commit_interval_s: float = 0.0) -> None:
         self.producer, self.consumer = FakeProducer(), FakeConsumer()
         self.completed: list[PendingBatch] = []
         self.sent: list[PendingBatch] = []
@@ -101,6 +102,7 @@ class Harness:
             cast(Consumer, self.consumer),
             cast(Producer, self.producer),
             on_complete=self.completed.append,
+            commit_interval_s=commit_interval_s,
         )
         self.consumer.on_commit = self.tracker.on_commit
 
@@ -270,3 +272,23 @@ def test_a_fenced_commit_is_not_retried_in_a_tight_loop() -> None:
         h.tracker.commit_ready()
     assert h.committed() == [{("transactions", 2): 40}]
     assert h.tracker.uncommitted() == {("transactions", 2): 40}
+
+
+def test_asynchronous_commits_wait_out_the_interval_and_a_drain_commits_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: now[0])
+    h = Harness(commit_interval_s=0.1)
+    h.producer.ack(*h.send({("transactions", 0): 11}, 1))
+    h.tracker.commit_ready()
+    h.producer.ack(*h.send({("transactions", 0): 12}, 1))
+    now[0] += 0.05
+    assert h.tracker.commit_ready() == 1  # acked and counted, but not committed yet
+    assert h.committed() == [{("transactions", 0): 11}]
+    now[0] += 0.05
+    h.tracker.commit_ready()
+    assert h.committed() == [{("transactions", 0): 11}, {("transactions", 0): 12}]
+    h.producer.ack(*h.send({("transactions", 0): 13}, 1))
+    h.tracker.drain()
+    assert h.committed()[-1] == {("transactions", 0): 13}
