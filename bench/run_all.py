@@ -64,6 +64,7 @@ READING = "## Reading these figures"
 EXACTLY_ONCE = "--processing-guarantee=exactly-once"
 RELAY = "relay (Kafka floor)"
 LATENCY_ROUNDS = 5  # interleaved relay/scorer rounds at 10k tx/s
+DRIFT_PAIRS = 2  # adjacent drift off / on 1-worker drains
 
 
 def main() -> int:
@@ -122,17 +123,16 @@ def main() -> int:
         for workers in (1, 2):
             for name, topic in (("all distinct", distinct), ("99% cache hits", hot)):
                 drains.append(_drain(bootstrap, topic, models_dir, name, args.messages, workers))
-        drains.append(
-            _drain(
-                bootstrap,
-                distinct,
-                models_dir,
-                "all distinct, drift off",
-                args.messages,
-                1,
-                "--drift-interval-s=0",
-            )
-        )
+        # Drift's cost from adjacent pairs (off, on): drains of the same code measured up to 20%
+        # apart depending on where in the run they fell, which read as a drift cost.
+        for _ in range(DRIFT_PAIRS):
+            for workload, flags in (
+                ("all distinct, drift off", ["--drift-interval-s=0"]),
+                ("all distinct, drift on", []),
+            ):
+                drains.append(
+                    _drain(bootstrap, distinct, models_dir, workload, args.messages, 1, *flags)
+                )
         drains.append(
             _drain(
                 bootstrap,
@@ -421,6 +421,10 @@ def _goals(results: dict[str, Any]) -> list[str]:
             )
         )
 
+    def drains_of(workload: str) -> list[float]:
+        """Every 1-worker drain of ``workload``, in run order."""
+        return [d["tx_per_s"] for d in results["drain"] if d["workload"] == workload]
+
     def p99s(path: str, rate: int) -> list[float]:
         """Every round's p99 at ``rate`` through ``path``, in run order."""
         return [r["p99"] for r in results["latency"] if r["offered"] == rate and r["path"] == path]
@@ -431,7 +435,12 @@ def _goals(results: dict[str, Any]) -> list[str]:
     over_floor = float(np.median(np.subtract(scorer_10k, relay_10k)))
     best = max(drain("all distinct", workers) for workers in (1, 2))
     hot = max(drain("99% cache hits", workers) for workers in (1, 2))
-    drift_on, drift_off = drain("all distinct"), drain("all distinct, drift off")
+    drift_on = drain("all distinct")
+    paired_on, paired_off = (
+        drains_of("all distinct, drift on"),
+        drains_of("all distinct, drift off"),
+    )
+    drift_cost = 1 - float(np.median(paired_on)) / float(np.median(paired_off))
     eos = drain("all distinct, exactly-once")
     (eos_10k,) = p99s("scorer, exactly-once", 10_000)
     floor = next(d for d in results["drain"] if d["workload"] == RELAY)
@@ -495,8 +504,12 @@ def _goals(results: dict[str, Any]) -> list[str]:
         (
             "drift tracking cost",
             "< 5%",
-            f"{1 - drift_on / drift_off:.1%}",
-            1 - drift_on / drift_off < 0.05,
+            f"{drift_cost:.1%} (median of {len(paired_on)} adjacent pairs, drift on: "
+            + ", ".join(f"{v:,.0f}" for v in paired_on)
+            + " tx/s; off: "
+            + ", ".join(f"{v:,.0f}" for v in paired_off)
+            + ")",
+            drift_cost < 0.05,
         ),
     ]
     lines = [
