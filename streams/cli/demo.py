@@ -292,9 +292,11 @@ class _DecisionReader(threading.Thread):
         from schemas.decision_codec import decode_decision
 
         while self.expected == 0 or len(self.seen) < self.expected:
-            for msg in self._consumer.consume(1000, timeout=0.002):
+            batch = self._consumer.consume(1000, timeout=0.002)
+            arrived = time.time()  # before decoding: ~10 us a record, up to 1,000 in a batch
+            for msg in batch:
                 if msg.error() is None:
-                    self.seen.append((decode_decision(msg.value() or b""), time.time()))
+                    self.seen.append((decode_decision(msg.value() or b""), arrived))
         self._consumer.close()
 
     def wait_for(
