@@ -413,18 +413,17 @@ def _machine() -> str:
 def _goals(results: dict[str, Any]) -> list[str]:
     """The issue's goals against this run's figures (computed, not hand-written)."""
 
-    def drain(workload: str, workers: int = 1) -> float:
-        return float(
-            next(
-                d["tx_per_s"]
-                for d in results["drain"]
-                if d["workload"] == workload and d["workers"] == workers
-            )
-        )
+    def drains_of(workload: str, workers: int = 1) -> list[float]:
+        """Every drain of ``workload`` with ``workers``, in run order."""
+        return [
+            float(d["tx_per_s"])
+            for d in results["drain"]
+            if d["workload"] == workload and d["workers"] == workers
+        ]
 
-    def drains_of(workload: str) -> list[float]:
-        """Every 1-worker drain of ``workload``, in run order."""
-        return [d["tx_per_s"] for d in results["drain"] if d["workload"] == workload]
+    def drain(workload: str, workers: int = 1) -> float:
+        """The first drain of ``workload`` with ``workers``."""
+        return drains_of(workload, workers)[0]
 
     def p99s(path: str, rate: int) -> list[float]:
         """Every round's p99 at ``rate`` through ``path``, in run order."""
