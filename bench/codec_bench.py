@@ -1,6 +1,6 @@
 """Micro-benchmark of the hot-path codecs against stock fastavro (no broker, one core).
 
-Decodes ``--rows`` single-object ``Transaction`` messages with the vectorised
+Decodes ``--rows`` single-object ``Transaction`` messages with the C-backed
 ``decode_transactions`` in micro-batches of ``--batch`` rows, and encodes as many ``Decision``s with
 ``encode_decisions``; the baseline is fastavro's ``schemaless_reader`` / ``schemaless_writer`` per
 message (plus the 10-byte single-object header). The same rows are also decoded (and the

@@ -26,8 +26,8 @@ version. Codecs here surface ``timestamp-millis``/``timestamp-micros`` fields as
 (epoch milliseconds / microseconds, exactly the wire value): the logical types document the unit
 for other consumers, they are not converted to ``datetime``.
 
-The module also holds the Avro binary primitives the vectorised codecs share: zigzag varints
-read and written for a whole column at once, at arbitrary byte offsets (``byte_strided_view``).
+The scorer's per-batch codecs (Transaction v1 decode, Decision encode) are in C,
+``schemas/_wire.c``, wrapped by ``transaction_codec`` and ``decision_codec``.
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import fastavro
-import numpy as np
-import numpy.typing as npt
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas import confluent
@@ -136,20 +134,6 @@ def load_history(name: str, directory: Path = HISTORY_DIR) -> list[tuple[int, Sc
     return sorted(versions, key=lambda version: version[0])
 
 
-def byte_strided_view(buffer: Any, dtype: str, columns: int = 0) -> npt.NDArray[Any]:
-    """A view of ``buffer`` whose element ``i`` is the ``dtype`` value starting at *byte* ``i``.
-
-    The vectorised codecs read and write Avro fields at arbitrary (unaligned) byte offsets through
-    it: ``view[positions]`` gathers one value per row in one numpy call. With ``columns`` the view
-    is 2-D and row ``i`` holds ``columns`` consecutive values starting at byte ``i``. Writable when
-    ``buffer`` is (a numpy uint8 array); read-only over ``bytes``.
-    """
-    itemsize = np.dtype(dtype).itemsize
-    rows = max(len(buffer) - itemsize * max(columns, 1) + 1, 0)
-    shape, strides = ((rows, columns), (1, itemsize)) if columns else ((rows,), (1,))
-    return np.ndarray(shape=shape, dtype=dtype, buffer=buffer, strides=strides)
-
-
 def strip_logical_types(schema: Any) -> Any:
     """A copy of ``schema`` without ``logicalType`` annotations (same canonical form).
 
@@ -178,8 +162,8 @@ class SingleObjectCodec:
 
     ``reader_schema`` is the shape decoded records take; ``writer_schemas`` are every schema a
     message may have been written with (the reader schema is always included). ``encode`` writes
-    with the reader schema. Cost: ~10 µs per message each way; the hot path uses the vectorised
-    codecs and falls back to this one only for rows they cannot take.
+    with the reader schema. Cost: ~10 µs per message each way; the hot path uses the C codecs
+    (``schemas/_wire.c``) and falls back to this one only for rows they cannot take.
     """
 
     def __init__(self, reader_schema: Schema, writer_schemas: Iterable[Schema] = ()) -> None:
@@ -328,138 +312,3 @@ def _full_name(schema: Schema) -> str:
 def record_codec(name: str) -> SingleObjectCodec:
     """The process-wide general codec of ``schemas/<name>.avsc`` (loaded once, then shared)."""
     return SingleObjectCodec.for_record(name)
-
-
-# Vectorised Avro varints: one value per row, read or written as little-endian 8-byte words at
-# arbitrary byte offsets through byte_strided_view.
-I64 = npt.NDArray[np.int64]
-U64 = npt.NDArray[np.uint64]
-Bools = npt.NDArray[np.bool_]
-_LOW7: Final[int] = 0x7F
-_CONT_BITS: Final[np.uint64] = np.uint64(0x8080808080808080)
-# Per varint size (index, in bytes): the size's bytes, their high bits, and the continuation bits
-# a well-formed varint of that size has (all bytes but the last). Size 0 is impossible (1 never
-# matches high bits); sizes 9-10 only exist beyond the first 8-byte word.
-_BYTE_MASKS: Final[U64] = np.array([(1 << (8 * s)) - 1 for s in range(9)] + [0], dtype=np.uint64)
-_STOP_BITS: Final[U64] = _BYTE_MASKS & _CONT_BITS
-_VARINT_LIMITS: Final[U64] = np.array([1 << (7 * i) for i in range(1, 10)], dtype=np.uint64)
-_CONTINUATION: Final[U64] = np.array(
-    [1] + [sum(0x80 << (8 * b) for b in range(min(size - 1, 8))) for size in range(1, 11)],
-    dtype=np.uint64,
-)
-
-
-def _zigzag_decode(zigzag: U64) -> I64:
-    return (zigzag >> 1).view(np.int64) ^ -(zigzag & 1).view(np.int64)
-
-
-def _compact7(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Join the low 7 bits of each byte of little-endian words: the payload of a varint."""
-    x = (x & 0x007F007F007F007F) | ((x & 0x7F007F007F007F00) >> 1)
-    x = (x & 0x00003FFF00003FFF) | ((x & 0x3FFF00003FFF0000) >> 2)
-    return (x & 0x000000000FFFFFFF) | ((x & 0x0FFFFFFF00000000) >> 4)
-
-
-def read_varints(words: U64, pos: I64) -> tuple[I64, I64 | int, Bools | None]:
-    """Decode one zigzag varint (Avro int/long) at each byte position in ``pos``.
-
-    ``words[p]`` is the little-endian 8-byte word at byte ``p``. Returns values, sizes in bytes
-    and ``ok`` (None: all fine); ``ok`` is False for varints longer than 8 bytes, which the
-    general path decodes.
-    """
-    x = words[pos]
-    if not (x & 0x81).any():  # all one byte and non-negative: the usual case for string lengths
-        return ((x & _LOW7) >> 1).view(np.int64), 1, None
-    stop = ~x & _CONT_BITS  # bit 8i+7 set where byte i ends the varint
-    first_stop = stop & (~stop + np.uint64(1))  # 0 when none of the 8 bytes ends it
-    size = ((np.bitwise_count(first_stop - np.uint64(1)) >> 3) + 1).astype(np.int64)
-    return _zigzag_decode(_compact7(x & _BYTE_MASKS[size])), size, size <= 8
-
-
-def read_varints_of_size(words: U64, pos: I64, size: I64) -> tuple[I64, Bools]:
-    """Decode varints known to occupy ``size`` bytes; ``ok`` False where they do not."""
-    size = np.minimum(np.maximum(size, 0), 9)  # (np.clip costs 5x more per call)
-    x = words[pos]
-    ok = (x & _STOP_BITS[size]) == _CONTINUATION[size]
-    return _zigzag_decode(_compact7(x & _BYTE_MASKS[size])), ok
-
-
-@dataclass(frozen=True)
-class EncodedVarints:
-    """Zigzag varints of a column: the first 8 bytes of each as a little-endian word, their
-    sizes, and bytes 8-9 of the few that need them (|value| >= 2**55) as words."""
-
-    words: npt.NDArray[Any]
-    sizes: I64 | int
-    long_rows: I64
-    long_words: npt.NDArray[Any]
-
-
-def _spread7(value: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Spread the low 56 bits of each value into 7-bit groups, one per byte (little-endian)."""
-    x = (value & 0x0FFFFFFF) | ((value & 0x00FFFFFFF0000000) << 4)
-    x = (x & 0x00003FFF00003FFF) | ((x & 0x0FFFC0000FFFC000) << 2)
-    return (x & 0x007F007F007F007F) | ((x & 0x3F803F803F803F80) << 1)
-
-
-_NO_ROWS: Final[I64] = np.zeros(0, dtype=np.int64)
-
-
-def encode_varints(values: I64) -> EncodedVarints:
-    """Avro int/long encoding of every value of an int64 column, vectorised."""
-    zigzag = ((values << 1) ^ (values >> 63)).view(np.uint64)
-    top = int(zigzag.max()) if zigzag.size else 0
-    if top <= 0x7F:  # all one byte: lengths, partitions
-        return EncodedVarints(zigzag, 1, _NO_ROWS, _NO_ROWS)
-    sizes = np.searchsorted(_VARINT_LIMITS, zigzag, side="right").astype(np.int64) + 1
-    words = _spread7(zigzag) | _CONTINUATION[sizes]
-    if top < 1 << 56:  # every varint fits its first word: the usual case
-        return EncodedVarints(words, sizes, _NO_ROWS, _NO_ROWS)
-    long_rows = np.flatnonzero(sizes > 8)
-    high = zigzag[long_rows]
-    long_words = ((high >> 56) & 0x7F) | ((high >> 63) << 8)
-    long_words |= np.where(sizes[long_rows] == 10, 0x80, 0).astype(np.uint64)
-    return EncodedVarints(words, sizes, long_rows, long_words)
-
-
-def read_string_spans(words: U64, pos: I64, limit: I64) -> tuple[I64, I64, Bools]:
-    """Start, end and validity of an Avro string at ``pos`` that must end before ``limit``."""
-    length, size, ok = read_varints(words, pos)
-    start = pos + size
-    if ok is None:
-        end = start + length
-        ok = end < limit
-    else:
-        end = start + np.clip(length, 0, limit)  # the clip keeps corrupt lengths from overflowing
-        ok &= (length >= 0) & (end < limit)
-    return start, np.minimum(end, limit), ok
-
-
-def utf8_strings(
-    octets: npt.NDArray[np.uint8], starts: I64, ends: I64
-) -> tuple[list[bytes], list[int]]:
-    """The byte strings ``octets[starts[i]:ends[i]]``, and the positions of those that are not
-    valid UTF-8 (an Avro string must be; fastavro refuses the others).
-
-    The strings are gathered into one buffer separated by 0xFF, a byte valid UTF-8 never
-    contains, and split in one C call: cheaper than slicing row by row.
-    """
-    if not len(starts):
-        return [], []
-    sizes = ends - starts + 1
-    stops = np.cumsum(sizes)
-    text = octets[np.repeat(starts - (stops - sizes), sizes) + np.arange(int(stops[-1]))]
-    text[stops - 1] = 0
-    if int(text.max()) < 0x80:  # all ASCII, hence valid UTF-8, and no 0xFF inside
-        text[stops - 1] = 0xFF
-        return text.tobytes().split(b"\xff")[:-1], []
-    raw = octets.tobytes()
-    strings = [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-    bad = []
-    for position, value in enumerate(strings):
-        if not value.isascii():
-            try:
-                value.decode("utf-8")
-            except UnicodeDecodeError:
-                bad.append(position)
-    return strings, bad

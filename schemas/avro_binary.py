@@ -14,7 +14,7 @@ fitting encodings (``80 00`` for 0) stay valid: the spec does not forbid them an
 Java read them. The walk only looks at varints: truncation, bad UTF-8 and the like are left to
 the decoder, which runs first. Cost: ~15 µs per Transaction, so only
 :meth:`schemas.avro.SingleObjectCodec.decode_strict` pays it: the scorer's fallback for rows the
-vectorised path refused (which never takes a varint longer than 8 bytes).
+C path (``schemas/_wire.c``, which makes the same check) refused.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""Decision codecs: the scorer's vectorised batch encode, and a general decode for tail and tests.
+"""Decision codecs: the scorer's batch encode, and a general decode for tail and tests.
 
-:func:`encode_decisions` builds every ``Decision`` of a micro-batch in ONE uint8 buffer with a few
-numpy writes per field, then slices it into one single-object message per row; its output is
-byte-equal to fastavro's ``schemaless_writer`` behind the single-object header.
-
-How the buffer is written: row sizes are computed first (varint sizes from the values, string
-lengths), then each field is written for all rows at once, in field order, through byte-strided
-views (8-byte words, doubles, single bytes). A word write may spill up to 7 bytes past its field;
-that is harmless because every later field of the row is written afterwards, and the spill of a
-row's last field lands in the next row's 10-byte header, which is written last of all.
+:func:`encode_decisions` checks and broadcasts a micro-batch's columns here, then writes one
+message per row in one C pass (``schemas/_wire.c``): the single-object header (or the Confluent
+one) and the body, byte-equal to fastavro's ``schemaless_writer``.
 """
 
 from __future__ import annotations
@@ -20,14 +14,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from schemas.avro import (
-    HEADER_SIZE,
-    EncodedVarints,
-    byte_strided_view,
-    encode_varints,
-    record_codec,
-    zigzag_varint,
-)
+from schemas import _wire
+from schemas.avro import record_codec, zigzag_varint
 from schemas.confluent import WriterLookup, confluent_header
 from schemas.errors import SchemaError
 
@@ -36,49 +24,6 @@ I64 = npt.NDArray[np.int64]
 DECISION_OUTCOMES: Final[tuple[str, ...]] = ("ALLOW", "REVIEW", "BLOCK")
 VARIANTS: Final[tuple[str, ...]] = ("A", "B")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_FIXED_SIZE: Final[int] = 8 + 1 + 1 + 8 + 8  # fraud_probability .. review_threshold
-
-
-class _Rows:
-    """The batch's output buffer and the byte-strided views fields are written through."""
-
-    def __init__(self, total: int) -> None:
-        self.octets = np.empty(total + 16, dtype=np.uint8)
-        self.words = byte_strided_view(self.octets, "<u8")
-        self.doubles = byte_strided_view(self.octets, "<f8")
-
-    def varints(self, pos: I64, encoded: EncodedVarints) -> I64:
-        """Write one varint per row at ``pos``; returns the positions after them."""
-        self.words[pos] = encoded.words
-        if encoded.long_rows.size:
-            self.words[pos[encoded.long_rows] + 8] = encoded.long_words
-        return pos + encoded.sizes
-
-    def strings(self, pos: I64, strings: Sequence[bytes], lengths: I64) -> I64:
-        """Copy each row's string 8 bytes at a time (the last word spills, see module doc)."""
-        source = byte_strided_view(b"".join([*strings, bytes(8)]), "<u8")
-        source_start = np.cumsum(lengths) - lengths
-        n_words = (lengths + 7) >> 3
-        if not len(n_words):
-            return pos
-        shortest = int(n_words.min())
-        target = pos.copy()
-        for word in range(int(n_words.max())):
-            if word < shortest:
-                self.words[target] = source[source_start]
-            else:
-                rows = np.flatnonzero(n_words > word)
-                self.words[target[rows]] = source[source_start[rows]]
-            target += 8
-            source_start += 8
-        return pos + lengths
-
-    def block(self, pos: I64, block: bytes) -> I64:
-        """Write the same bytes on every row at ``pos``; returns the positions after them."""
-        padded = block + bytes(-len(block) % 8)
-        for offset in range(0, len(block), 8):
-            self.words[pos + offset] = int.from_bytes(padded[offset : offset + 8], "little")
-        return pos + len(block)
 
 
 def _column(name: str, values: Any, dtype: type[np.generic], rows: int) -> npt.NDArray[Any]:
@@ -88,7 +33,7 @@ def _column(name: str, values: Any, dtype: type[np.generic], rows: int) -> npt.N
     except (ValueError, TypeError) as exc:
         raise SchemaError(f"decision column {name}: {exc}") from exc
     if column.shape == (rows,):
-        return column
+        return np.ascontiguousarray(column)  # the C encoder reads it as one buffer
     if column.ndim == 0:
         return np.full(rows, column)
     raise SchemaError(f"decision column {name} has shape {column.shape}, expected ({rows},)")
@@ -137,7 +82,8 @@ def encode_decisions(
     ``model_version`` indexes ``model_versions``. Array arguments have one value per row (scalars
     are broadcast); ``scored_at_us`` may be one int for the whole batch. Raises SchemaError when
     a column has the wrong length or a value the schema cannot hold (an enum index out of range,
-    an int beyond 32 bits). Pure numpy: ~0.3 µs per row at N=1,000 (fastavro: ~10 µs).
+    an int beyond 32 bits). ~0.1 µs per row at N=2,000, ~30 µs per batch of 10 (fastavro: ~10 µs
+    per row).
     """
     k = len(transaction_ids)
     if len(card_ids) != k:
@@ -152,77 +98,30 @@ def encode_decisions(
     _check_range("source_partition", partition, _INT32_MIN, _INT32_MAX)
     if not _INT32_MIN <= batch_size <= _INT32_MAX:
         raise SchemaError(f"decision batch_size={batch_size} does not fit an int")
-    tx_lengths = np.fromiter(map(len, transaction_ids), dtype=np.int64, count=k)
-    card_lengths = np.fromiter(map(len, card_ids), dtype=np.int64, count=k)
-    tx_varints, card_varints = encode_varints(tx_lengths), encode_varints(card_lengths)
-    version_blocks = [_string_block(name) for name in model_versions]
-    event_varints = encode_varints(_column("event_time_ms", event_time_ms, np.int64, k))
-    partition_varints = encode_varints(partition)
-    offset_varints = encode_varints(_column("source_offset", source_offset, np.int64, k))
-    batch_block = zigzag_varint(batch_size)
-    lineage_block = _string_block(scorer_id, source_topic)
-    scored_at: bytes | EncodedVarints
-    if isinstance(scored_at_us, int | np.integer):
-        scored_at = zigzag_varint(int(scored_at_us))
-        scored_at_sizes: I64 | int = len(scored_at)
-    else:
-        scored_at = encode_varints(_column("scored_at_us", scored_at_us, np.int64, k))
-        scored_at_sizes = scored_at.sizes
-    constant_size = (
-        HEADER_SIZE + _FIXED_SIZE + 2 + len(batch_block) + 8 + len(lineage_block)
-        + (scored_at_sizes if isinstance(scored_at_sizes, int) else 0)
-    )  # fmt: skip
-    sizes = tx_lengths + card_lengths + constant_size
-    for varying in (tx_varints, card_varints, event_varints, partition_varints, offset_varints):
-        sizes += varying.sizes
-    if not isinstance(scored_at_sizes, int):
-        sizes += scored_at_sizes
-    if len(version_blocks) > 1:
-        sizes += np.array([len(block) for block in version_blocks], dtype=np.int64)[version]
-    else:
-        sizes += len(version_blocks[0])
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    total = int(ends[-1]) if k else 0
-    out = _Rows(total)
-    pos = out.varints(starts + HEADER_SIZE, tx_varints)
-    pos = out.strings(pos, transaction_ids, tx_lengths)
-    pos = out.varints(pos, card_varints)
-    pos = out.strings(pos, card_ids, card_lengths)
-    out.doubles[pos] = _column("fraud_probability", fraud_probability, np.float64, k)
-    out.octets[pos + 8] = _column("predicted_fraud", predicted_fraud, np.bool_, k)
-    out.octets[pos + 9] = outcome << 1  # zigzag of a small enum index, one byte
-    out.doubles[pos + 10] = _column("block_threshold", block_threshold, np.float64, k)
-    out.doubles[pos + 18] = _column("review_threshold", review_threshold, np.float64, k)
-    pos = pos + _FIXED_SIZE
-    if len(version_blocks) == 1:
-        pos = out.block(pos, version_blocks[0])
-    else:
-        pos_after = pos.copy()
-        for index, block in enumerate(version_blocks):
-            rows = np.flatnonzero(version == index)
-            pos_after[rows] = out.block(pos[rows], block)
-        pos = pos_after
-    out.octets[pos] = arm << 1
-    out.octets[pos + 1] = _column("cache_hit", cache_hit, np.bool_, k)
-    pos = out.block(pos + 2, batch_block)
-    pos = out.varints(pos, event_varints)
-    pos = out.block(pos, scored_at) if isinstance(scored_at, bytes) else out.varints(pos, scored_at)
-    out.doubles[pos] = _column("latency_ms", latency_ms, np.float64, k)
-    pos = out.block(pos + 8, lineage_block)
-    pos = out.varints(pos, partition_varints)
-    out.varints(pos, offset_varints)
-    header = record_codec("decision").header  # last: it overwrites spills from the row before
-    out.words[starts] = int.from_bytes(header[:8], "little")
-    byte_strided_view(out.octets, "<u2")[starts + 8] = int.from_bytes(header[8:], "little")
-    raw = out.octets[:total].tobytes()
-    if schema_id is not None:
-        # The body is written behind a 10-byte header whatever the framing (word writes of a
-        # row's last field spill into the next row's header, see the module doc): reframe here.
-        prefix = confluent_header(schema_id)
-        bodies = (starts + HEADER_SIZE).tolist()
-        return [prefix + raw[a:b] for a, b in zip(bodies, ends.tolist(), strict=True)]
-    return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    try:
+        return _wire.encode_decisions(
+            record_codec("decision").header if schema_id is None else confluent_header(schema_id),
+            tuple(_string_block(name) for name in model_versions),
+            zigzag_varint(batch_size),
+            _string_block(scorer_id, source_topic),
+            transaction_ids if isinstance(transaction_ids, list) else list(transaction_ids),
+            card_ids if isinstance(card_ids, list) else list(card_ids),
+            _column("fraud_probability", fraud_probability, np.float64, k),
+            _column("block_threshold", block_threshold, np.float64, k),
+            _column("review_threshold", review_threshold, np.float64, k),
+            _column("latency_ms", latency_ms, np.float64, k),
+            outcome,
+            version,
+            arm,
+            _column("event_time_ms", event_time_ms, np.int64, k),
+            _column("scored_at_us", scored_at_us, np.int64, k),
+            partition,
+            _column("source_offset", source_offset, np.int64, k),
+            _column("predicted_fraud", predicted_fraud, np.bool_, k),
+            _column("cache_hit", cache_hit, np.bool_, k),
+        )
+    except ValueError as exc:  # an id that is not bytes
+        raise SchemaError(f"decision does not fit: {exc}") from exc
 
 
 def decode_decision(value: bytes, registry: WriterLookup | None = None) -> dict[str, Any]:

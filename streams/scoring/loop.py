@@ -5,7 +5,7 @@ Per micro-batch, top to bottom::
     poll -> decode + validate -> (DLQ the poison) -> serving state -> cache -> route -> score
          -> encode decisions -> produce -> commit what the broker acknowledged
 
-Everything per batch is vectorised (numpy decode, one ONNX call per variant, numpy encode); the
+Everything per batch runs once per batch (C decode, one ONNX call per variant, C encode); the
 only per-message Python work is reading the message out of librdkafka and handing the encoded
 decision back to it. Delivery is at least once by default: offsets are committed by
 :class:`streams.scoring.delivery.CommitTracker` strictly behind the broker's acknowledgements.

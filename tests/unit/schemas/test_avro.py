@@ -73,7 +73,7 @@ def test_transaction_layout_matches_the_feature_contract() -> None:
     assert str(N_PCA_FEATURES) in schema["fields"][-1]["doc"]
 
 
-def test_the_vectorised_path_walks_the_v1_layout_it_was_written_for() -> None:
+def test_the_c_path_walks_the_v1_layout_it_was_written_for() -> None:
     v1 = dict(load_history("transaction"))[1]
     assert parsing_canonical_form(v1) == (
         '{"name":"sentinel.Transaction","type":"record","fields":['

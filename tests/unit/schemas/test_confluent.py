@@ -106,9 +106,9 @@ def test_confluent_framing_decodes_exactly_like_single_object(
     assert np.array_equal(framed.features_f64, single.features_f64, equal_nan=True)
 
 
-def test_the_current_layout_takes_the_vectorised_path(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_current_layout_takes_the_c_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def general(*args: Any) -> Any:
-        raise AssertionError("a v1 Confluent row left the vectorised path")
+        raise AssertionError("a v1 Confluent row left the C path")
 
     monkeypatch.setattr(transaction_codec, "_decode_general", general)
     registry = Registry()

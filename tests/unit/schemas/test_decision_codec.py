@@ -1,4 +1,4 @@
-"""The vectorised Decision encode is byte-equal to stock fastavro and decodes back to its rows."""
+"""The C Decision encode is byte-equal to stock fastavro and decodes back to its rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The vectorised Transaction decode agrees with stock fastavro, row for row, bit for bit."""
+"""The C Transaction decode agrees with stock fastavro, row for row, bit for bit."""
 
 from __future__ import annotations
 
