@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test unit integration lint typecheck bench bench-peers chaos system-deps clean
 
-# setup.py builds the one C module, schemas/_wire.c (needs a C compiler: gcc on Debian).
-$(STAMP): pyproject.toml setup.py schemas/_wire.c
+# setup.py builds the C modules schemas/_wire.c and streams/scoring/_table.c (needs a C
+# compiler: gcc on Debian).
+$(STAMP): pyproject.toml setup.py schemas/_wire.c streams/scoring/_table.c
 	@command -v cc >/dev/null && $(PYTHON) -c 'import sysconfig, pathlib, sys; \
 	  sys.exit(not (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").exists())' || { \
-	  echo "installing a C compiler and Python headers (apt-get) for schemas/_wire.c"; \
+	  echo "installing a C compiler and Python headers (apt-get) for the C modules"; \
 	  apt-get update -qq && apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
