@@ -63,7 +63,7 @@ class DecisionCache:
         bits = max((2 * capacity // WAYS - 1).bit_length(), 1)
         self._shift = 64 - bits
         buckets = (1 << bits) if capacity and ttl_s else 0
-        # Slot b * WAYS + w is way w of bucket b; a (buckets, WAYS) view gathers whole buckets.
+        # Slot b * WAYS + w is way w of bucket b.
         self._keys = np.zeros(buckets * WAYS, dtype=np.uint64)
         self._probabilities = np.zeros(buckets * WAYS, dtype=np.float64)
         self._stored_at = np.full(buckets * WAYS, -np.inf, dtype=np.float64)
