@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test unit integration lint typecheck bench bench-peers chaos system-deps clean
 
-# setup.py builds the C modules schemas/_wire.c and streams/scoring/_table.c (needs a C
-# compiler: gcc on Debian).
-$(STAMP): pyproject.toml setup.py schemas/_wire.c streams/scoring/_table.c
+# setup.py builds the C modules schemas/_wire.c, streams/scoring/_table.c and _messages.c
+# (needs a C compiler: gcc on Debian).
+$(STAMP): pyproject.toml setup.py $(wildcard schemas/*.[ch] streams/scoring/*.c)
 	@command -v cc >/dev/null && $(PYTHON) -c 'import sysconfig, pathlib, sys; \
 	  sys.exit(not (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").exists())' || { \
 	  echo "installing a C compiler and Python headers (apt-get) for the C modules"; \

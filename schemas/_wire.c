@@ -12,6 +12,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+
+#include "_buffer.h"
 #include <string.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -69,16 +71,6 @@ static PyObject *read_string(const uint8_t **p, const uint8_t *limit) {
     return PyBytes_FromStringAndSize((const char *)start, (Py_ssize_t)length);
 }
 
-static int writable_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t min_bytes, const char *name) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (view->len < min_bytes) {
-        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, needs %zd", name, view->len, min_bytes);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 /* decode_v1(values, header, confluent_ids, eligible, max_bytes, index, event_time, matrix)
  *
  * values: list of bytes. header: the 10-byte single-object header of Transaction v1.
@@ -108,12 +100,12 @@ static PyObject *decode_v1(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t max_bytes = PyLong_AsSsize_t(args[4]);
     if (max_bytes == -1 && PyErr_Occurred()) return NULL;
     Py_buffer index_view, time_view, matrix_view;
-    if (writable_buffer(args[5], &index_view, n * 8, "index") < 0) return NULL;
-    if (writable_buffer(args[6], &time_view, n * 8, "event_time") < 0) {
+    if (get_buffer(args[5], &index_view, n * 8, 1, "index") < 0) return NULL;
+    if (get_buffer(args[6], &time_view, n * 8, 1, "event_time") < 0) {
         PyBuffer_Release(&index_view);
         return NULL;
     }
-    if (writable_buffer(args[7], &matrix_view, n * 8 * N_FEATURES, "matrix") < 0) {
+    if (get_buffer(args[7], &matrix_view, n * 8 * N_FEATURES, 1, "matrix") < 0) {
         PyBuffer_Release(&index_view);
         PyBuffer_Release(&time_view);
         return NULL;

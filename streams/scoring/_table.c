@@ -12,23 +12,12 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include "_buffer.h"
+
 #define N_FEATURES 29
 #define WAYS 4
 #define HASH 0x9E3779B97F4A7C15ULL
 #define MIX 0xBF58476D1CE4E5B9ULL
-
-/* A C-contiguous buffer of at least `min_bytes` (writable if asked); -1 with an error set. */
-static int get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t min_bytes, int writable,
-                      const char *name) {
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->len < min_bytes) {
-        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, needs %zd", name, view->len, min_bytes);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 static void release(Py_buffer *views, int held) {
     for (int i = 0; i < held; i++) PyBuffer_Release(&views[i]);

@@ -60,6 +60,7 @@ from streams.registry import (
     SchemaRegistry,
     subject_of,
 )
+from streams.scoring import _messages
 from streams.scoring.batch import ScoredBatch, Serving, score_batch
 from streams.scoring.cache import DecisionCache
 from streams.scoring.delivery import CommitTracker, PendingBatch
@@ -355,12 +356,18 @@ class Scorer:
 
     def _process(self, messages: list[Message]) -> None:
         cfg, metrics, clock = self.config, self._metrics, time.perf_counter
-        messages = self._drop_transport_errors(messages)
-        if not messages:
-            return
+        t0 = clock()  # reading the messages counts as decode
+        partitions = np.empty(len(messages), np.int32)
+        offsets = np.empty(len(messages), np.int64)
+        values = _messages.read_batch(messages, partitions, offsets)
+        if values is None:  # some carry a transport error instead of a record
+            messages = self._drop_transport_errors(messages)
+            if not messages:
+                return
+            partitions, offsets = partitions[: len(messages)], offsets[: len(messages)]
+            values = _messages.read_batch(messages, partitions, offsets)
+            assert values is not None
         n_in = len(messages)
-        t0 = clock()
-        values = [m.value() for m in messages]
         try:
             batch, poisons = decode_transactions(
                 values,
@@ -382,8 +389,6 @@ class Scorer:
         t_digest = clock()
         scored = score_batch(state, self._cache, digests, batch.card_ids, batch.features)
         t2 = clock()
-        partitions = np.fromiter((m.partition() for m in messages), np.int32, n_in)
-        offsets = np.fromiter((m.offset() for m in messages), np.int64, n_in)
         rows = batch.index
         scored_at_us = int(time.time() * 1_000_000)
         # Finite and within [-max_ahead, max_age + batch time]: decode refused event times
@@ -420,7 +425,7 @@ class Scorer:
             self._transactions.begin(first_offsets)
         self._produce_batch(
             cfg.topics.decisions,
-            [{"value": v, "key": k} for v, k in zip(decisions, batch.card_ids, strict=True)],
+            _messages.produce_dicts(decisions, batch.card_ids),
             pending.on_delivery,
         )
         if poisons:
@@ -592,8 +597,6 @@ class Scorer:
             )
 
     def _drop_transport_errors(self, messages: list[Message]) -> list[Message]:
-        if not any(m.error() for m in messages):
-            return messages
         kept = []
         for m in messages:
             err = m.error()
