@@ -40,14 +40,22 @@ static PyObject *read_batch(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     int32_t *partitions = pv.buf;
     int64_t *offsets = ov.buf;
+    PyObject *m = NULL;
     PyObject *values = PyList_New(n);
     if (values == NULL) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *m = PyList_GET_ITEM(messages, i);
+        /* A method written in Python could change the list: hold the message, check the size. */
+        if (PyList_GET_SIZE(messages) != n) {
+            PyErr_SetString(PyExc_RuntimeError, "messages changed size during read_batch");
+            goto fail;
+        }
+        m = PyList_GET_ITEM(messages, i);
+        Py_INCREF(m);
         PyObject *err = PyObject_CallMethodNoArgs(m, s_error);
         if (err == NULL) goto fail;
         Py_DECREF(err);
         if (err != Py_None) {  /* the caller sorts the batch out in Python */
+            Py_DECREF(m);
             Py_CLEAR(values);
             PyBuffer_Release(&pv);
             PyBuffer_Release(&ov);
@@ -66,11 +74,13 @@ static PyObject *read_batch(PyObject *self, PyObject *const *args, Py_ssize_t na
         if (offset == -1 && PyErr_Occurred()) goto fail;
         partitions[i] = (int32_t)partition;
         offsets[i] = (int64_t)offset;
+        Py_CLEAR(m);
     }
     PyBuffer_Release(&pv);
     PyBuffer_Release(&ov);
     return values;
 fail:
+    Py_XDECREF(m);
     Py_XDECREF(values);
     PyBuffer_Release(&pv);
     PyBuffer_Release(&ov);

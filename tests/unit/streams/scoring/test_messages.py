@@ -47,3 +47,24 @@ def test_produce_dicts_pair_each_value_with_its_key() -> None:
     ]
     with pytest.raises(ValueError, match="2 values but 3 keys"):
         _messages.produce_dicts(values[:2], keys)
+
+
+def test_a_list_that_changes_while_it_is_read_is_refused() -> None:
+    messages: list[object] = []
+
+    class Shrinking:
+        def error(self) -> None:
+            messages.pop()
+
+        def value(self) -> bytes:
+            return b""
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 0
+
+    messages.extend([Shrinking(), Shrinking()])
+    with pytest.raises(RuntimeError, match="changed size"):
+        _messages.read_batch(messages, np.empty(2, np.int32), np.empty(2, np.int64))
