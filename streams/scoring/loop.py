@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -417,7 +416,9 @@ class Scorer:
             schema_id=self._output_ids.decision if self._output_ids else None,
         )
         t3 = clock()
-        first_offsets, next_offsets = self._offset_bounds(partitions, offsets)
+        first_offsets, next_offsets = _messages.offset_bounds(
+            cfg.topics.transactions, partitions, offsets
+        )
         pending = PendingBatch(next_offsets, batch.event_time_ms)
         pending.outstanding = len(decisions) + len(poisons)
         self._count_outcomes(pending, scored.variant, scored.model_versions, scored.outcome)
@@ -540,19 +541,6 @@ class Scorer:
                 self.config.topics.dlq, msg.value(), msg.key(), pending.on_delivery, headers
             )
             self._metrics.dlq.labels(poison.kind).inc()
-
-    def _offset_bounds(
-        self, partitions: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]
-    ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
-        """Per partition: the batch's first offset (where an aborted transaction rewinds to) and
-        the offset to commit once the batch is acknowledged (last + 1)."""
-        topic = self.config.topics.transactions
-        first, after = {}, {}
-        for partition in np.unique(partitions).tolist():
-            mine = offsets[partitions == partition]
-            first[(topic, partition)] = int(mine.min())
-            after[(topic, partition)] = int(mine.max()) + 1
-        return first, after
 
     def _out_of_time(self) -> bool:
         """After stop(), once the shutdown budget is spent: stop retrying transaction calls."""

@@ -68,3 +68,20 @@ def test_a_list_that_changes_while_it_is_read_is_refused() -> None:
     messages.extend([Shrinking(), Shrinking()])
     with pytest.raises(RuntimeError, match="changed size"):
         _messages.read_batch(messages, np.empty(2, np.int32), np.empty(2, np.int64))
+
+
+def test_offset_bounds_per_partition_of_an_interleaved_batch() -> None:
+    # librdkafka hands a batch over fetch by fetch: partitions come in runs, each in offset order
+    partitions = np.array([3, 0, 0, 3, 5, 0, 3, 0], dtype=np.int32)
+    offsets = np.array([70, 10, 11, 71, 5, 12, 72, 2**40], dtype=np.int64)
+    first, after = _messages.offset_bounds("tx", partitions, offsets)
+    assert first == {("tx", 0): 10, ("tx", 3): 70, ("tx", 5): 5}
+    assert after == {("tx", 0): 2**40 + 1, ("tx", 3): 73, ("tx", 5): 6}
+    assert _messages.offset_bounds("tx", partitions[:0], offsets[:0]) == ({}, {})
+
+
+def test_offset_bounds_refuses_arrays_of_another_type_or_length() -> None:
+    with pytest.raises(ValueError, match="int32 partitions"):
+        _messages.offset_bounds("tx", np.zeros(3, np.int64), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="as many"):
+        _messages.offset_bounds("tx", np.zeros(3, np.int32), np.zeros(2, np.int64))
