@@ -50,6 +50,7 @@ from bench.harness import (
     read_latencies,
     relay,
     scorer,
+    settle,
     stage_profile,
     wait_for_commit,
 )
@@ -165,6 +166,7 @@ def main() -> int:
                     )
         best = max(d["tx_per_s"] for d in drains if d["workload"] == "all distinct")
         results["onnx_us"] = _onnx_alone(models_dir, features)
+        results["settled_s"] = settle()
         # The relay (Kafka's own two hops, same client settings) beside the scorer, interleaved.
         results["latency"] = [
             _latency(bootstrap, models_dir, features, labels, rate, path)
@@ -665,7 +667,9 @@ def _write(results: dict[str, Any], path: Path) -> None:
         "batch cap and commit-after-ack, passing the raw bytes through (no decode, score,",
         "encode, drift). `scorer` is `sentinel score`. Same replayer, same reader.",
         f"At 10k tx/s the relay and the scorer ran {LATENCY_ROUNDS} interleaved rounds (rows in",
-        "run order); the goals below take their medians.",
+        "run order); the goals below take their medians. The latency runs start once the",
+        "machine has settled after the drains (dirty pages written back, both cores >= 90% idle",
+        f"for 20 s: {results.get('settled_s', 0):.0f} s of waiting in this run).",
         "",
         "| path | offered tx/s | achieved tx/s | records | p50 | p95 | p99 | max |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

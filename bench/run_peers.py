@@ -52,6 +52,7 @@ from bench.harness import (
     make_topics,
     scorer,
     service,
+    settle,
     wait_for_commit,
     write_section,
 )
@@ -152,6 +153,7 @@ def main() -> int:
                         reference = outcomes
                     checks[name] = compare(outcomes, reference, args.messages)
                     log(f"  check: {checks[name]}")
+            settle()  # the drains' aftermath fell on the first latency run of the round
             for name, job in order:
                 run["latency"][name].append(
                     _latency(bootstrap, models_dir, features, labels, args.rate, name, job)
