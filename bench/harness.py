@@ -46,7 +46,7 @@ def settle(quiet_s: float = 20.0, idle_share: float = 0.9, max_wait_s: float = 9
     """Before latency runs: write dirty pages back, then wait until the machine has been idle
     (``idle_share`` of both cores' time) for ``quiet_s`` in a row, at most ``max_wait_s``.
 
-    Right after the drains the scorer's p50 and p99 at 10k tx/s read 1.5-2 and 5-14 ms higher
+    Right after the drains the scorer's p50 and p99 at 10k tx/s read 1-2 and 3-15 ms higher
     than on a fresh broker, the relay's not (``bench/RESULTS.md``, reading); after this they
     were back. Returns the seconds it waited."""
     began = time.monotonic()
