@@ -1,7 +1,8 @@
 /* The scoring loop's per-message plumbing in C: reading a consumed batch's values, partitions
  * and offsets out of confluent-kafka's Message objects in one pass, each partition's offset
- * bounds, and building the message dicts Producer.produce_batch takes. In Python these were five list comprehensions or
- * generators, a few hundred nanoseconds per message (streams/scoring/loop.py calls both).
+ * bounds, and building the message dicts Producer.produce_batch takes. In Python these were
+ * list comprehensions, generators and numpy masks, a few hundred nanoseconds per message
+ * (streams/scoring/loop.py and bench/relay.py call them).
  *
  * Messages are read only through their public methods (error(), value(), partition(),
  * offset()), so nothing here depends on confluent-kafka's C layout.
