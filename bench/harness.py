@@ -42,7 +42,13 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def settle(quiet_s: float = 20.0, idle_share: float = 0.9, max_wait_s: float = 90.0) -> float:
+SETTLE_QUIET_S = 20.0  # settle(): both cores idle this long in a row
+SETTLE_IDLE_SHARE = 0.9
+
+
+def settle(
+    quiet_s: float = SETTLE_QUIET_S, idle_share: float = SETTLE_IDLE_SHARE, max_wait_s: float = 90.0
+) -> float:
     """Before latency runs: write dirty pages back, then wait until the machine has been idle
     (``idle_share`` of both cores' time) for ``quiet_s`` in a row, at most ``max_wait_s``.
 

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from streams.config import KafkaSettings, TopicNames
 from streams.scoring import _messages
 from streams.scoring.delivery import CommitTracker, PendingBatch
-from streams.scoring.loop import ScorerConfig
+from streams.scoring.loop import ScorerConfig, read_consumed
 
 log = logging.getLogger("bench.relay")
 
@@ -56,18 +56,9 @@ def _forward(
 ) -> int:
     """Produce a consumed batch's raw records to the sink; its offsets commit once acked.
 
-    The scorer's own per-message plumbing (C ``read_batch``, ``offset_bounds`` and
+    The scorer's own per-message plumbing (``read_consumed``, C ``offset_bounds`` and
     ``produce_dicts``), so the floor costs no more than it has to."""
-    partitions = np.empty(len(messages), np.int32)
-    offsets = np.empty(len(messages), np.int64)
-    values = _messages.read_batch(messages, partitions, offsets)
-    if values is None:  # a transport error in the batch: log it, relay the rest
-        for m in messages:
-            if m.error() is not None:
-                log.warning("consumer error: %s", m.error())
-        messages = [m for m in messages if m.error() is None]
-        partitions, offsets = partitions[: len(messages)], offsets[: len(messages)]
-        values = _messages.read_batch(messages, partitions, offsets) or []
+    messages, values, partitions, offsets = read_consumed(messages)
     if not messages:
         return 0
     pending = PendingBatch(

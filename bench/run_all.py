@@ -39,6 +39,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench import scale
 from bench.harness import (
     SENTINEL,
+    SETTLE_IDLE_SHARE,
+    SETTLE_QUIET_S,
     CpuSampler,
     JobRunner,
     cache_hit_rate,
@@ -668,8 +670,9 @@ def _write(results: dict[str, Any], path: Path) -> None:
         "encode, drift). `scorer` is `sentinel score`. Same replayer, same reader.",
         f"At 10k tx/s the relay and the scorer ran {LATENCY_ROUNDS} interleaved rounds (rows in",
         "run order); the goals below take their medians. The latency runs start once the",
-        "machine has settled after the drains (dirty pages written back, both cores >= 90% idle",
-        f"for 20 s: {results.get('settled_s', 0):.0f} s of waiting in this run).",
+        "machine has settled after the drains (dirty pages written back, both cores >= "
+        f"{SETTLE_IDLE_SHARE:.0%} idle",
+        f"for {SETTLE_QUIET_S:.0f} s: {results.get('settled_s', 0):.0f} s of waiting in this run).",
         "",
         "| path | offered tx/s | achieved tx/s | records | p50 | p95 | p99 | max |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -356,16 +357,9 @@ class Scorer:
     def _process(self, messages: list[Message]) -> None:
         cfg, metrics, clock = self.config, self._metrics, time.perf_counter
         t0 = clock()  # reading the messages counts as decode
-        partitions = np.empty(len(messages), np.int32)
-        offsets = np.empty(len(messages), np.int64)
-        values = _messages.read_batch(messages, partitions, offsets)
-        if values is None:  # some carry a transport error instead of a record
-            messages = self._drop_transport_errors(messages)
-            if not messages:
-                return
-            partitions, offsets = partitions[: len(messages)], offsets[: len(messages)]
-            values = _messages.read_batch(messages, partitions, offsets)
-            assert values is not None
+        messages, values, partitions, offsets = read_consumed(messages)
+        if not messages:
+            return
         n_in = len(messages)
         try:
             batch, poisons = decode_transactions(
@@ -584,18 +578,6 @@ class Scorer:
                 batch.acked_at - batch.event_time_ms.astype(np.float64) / 1000.0
             )
 
-    def _drop_transport_errors(self, messages: list[Message]) -> list[Message]:
-        kept = []
-        for m in messages:
-            err = m.error()
-            if err is None:
-                kept.append(m)
-            elif err.fatal():
-                raise KafkaException(err)
-            else:
-                log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
-        return kept
-
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         self._tracker.on_commit(error, partitions)
 
@@ -747,6 +729,32 @@ class Scorer:
                     None,
                     self._telemetry,
                 )
+
+
+def read_consumed(
+    messages: list[Message],
+) -> tuple[list[Message], list[bytes | None], npt.NDArray[np.int32], npt.NDArray[np.int64]]:
+    """A consumed batch's records with their values, partitions and offsets (one C pass).
+
+    Messages carrying a transport error instead of a record are logged and dropped (a fatal one
+    raises KafkaException); the scorer and the bench's relay read their batches through this."""
+    partitions = np.empty(len(messages), np.int32)
+    offsets = np.empty(len(messages), np.int64)
+    values = _messages.read_batch(messages, partitions, offsets)
+    if values is None:  # some carry a transport error instead of a record
+        kept = []
+        for m in messages:
+            err = m.error()
+            if err is None:
+                kept.append(m)
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                log.warning("consumer error on %s[%s]: %s", m.topic(), m.partition(), err)
+        messages, partitions, offsets = kept, partitions[: len(kept)], offsets[: len(kept)]
+        values = _messages.read_batch(messages, partitions, offsets)
+        assert values is not None
+    return messages, values, partitions, offsets
 
 
 def register_outputs(registry: SchemaRegistry, topics: TopicNames) -> OutputSchemaIds:
